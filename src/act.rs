@@ -1,0 +1,886 @@
+//! Asynchronous Completion Token: a one-shot result channel that every posa layer returns.
+//!
+//! An operation that finishes later (a pool job, an active-object method request, a connect, a
+//! proactor read) hands its caller a [`Token`] and keeps the matching [`Completer`]. The
+//! completer states the operation's [`Outcome`] exactly once; the token receives it by
+//! blocking ([`Token::wait`], [`Token::wait_timeout`]), by polling ([`Token::try_take`],
+//! [`Token::is_ready`]), by `.await` (it is a [`Future`]), or by a callback
+//! ([`Token::on_complete`]). Many tokens can be awaited as a set ([`TokenSet`], ACE's
+//! `Future_Set`) or all at once ([`wait_all`]).
+//!
+//! # Outcomes, stated once
+//!
+//! Cancellation is a *request*: [`Token::cancel`] (or dropping the token) sets a flag the
+//! producer can read ([`Completer::is_cancelled`]) or be called back on
+//! ([`Completer::on_cancel`]). The producer then states what really happened:
+//!
+//! | producer calls | token sees |
+//! |---|---|
+//! | [`Completer::complete`] with no cancel requested | [`Outcome::Completed`] |
+//! | [`Completer::complete`] after a cancel request | [`Outcome::CancelledAfterEffect`]: too late, the effect happened, here is its result |
+//! | [`Completer::cancel`] | [`Outcome::Cancelled`] with the residue `R` (a job, a buffer): the operation never took effect |
+//! | drops the completer | [`Outcome::Abandoned`]: never a hang |
+//!
+//! Whatever was handed to the operation travels back in `T`, `E` or `R`, so a buffer is never
+//! lost to a cancellation: that is why the token has a third type parameter.
+//!
+//! # Algorithm and invariants
+//!
+//! One `Arc<Shared>` per pair (one allocation). `Shared` holds a [`sync::Mutex`] over the slot
+//! (the outcome once stated, and the single listener: a blocked thread, a waker or a callback)
+//! and an atomic cancel flag the producer reads without locking.
+//! - The outcome is written at most once: `Completer` methods take `self`, and its `Drop` states
+//!   `Abandoned` only if nothing was stated.
+//! - The outcome is read at most once: every consuming path takes it out of the slot under the
+//!   lock, and a token that delivered it no longer holds the `Arc`.
+//! - A callback registered before completion is run by the completer, after the lock is
+//!   released; one registered after completion runs inline. Either way exactly once.
+//! - The cancel hook runs exactly once if cancellation is requested before the outcome is
+//!   stated: the flag is set before the hook is looked up, and the hook is installed only while
+//!   the flag is still clear, both under the lock.
+//!
+//! ```
+//! use posa::act::{self, Outcome};
+//!
+//! let (completer, token) = act::pair::<u32, String>();
+//! std::thread::spawn(move || completer.complete(Ok(42)));
+//! assert_eq!(token.wait().into_result().unwrap(), 42);
+//!
+//! // Cancellation is a request; the producer says what happened and hands the residue back.
+//! let (completer, token) = act::pair_with_residue::<usize, String, Vec<u8>>();
+//! token.cancel();
+//! assert!(completer.is_cancelled());
+//! completer.cancel(vec![0u8; 4096]); // the buffer goes back to the caller
+//! match token.wait() {
+//!     Outcome::Cancelled(buf) => assert_eq!(buf.len(), 4096),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! ```
+//!
+//! [`sync::Mutex`]: crate::sync::Mutex
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{Arc, Condvar, Mutex};
+
+/// What happened to an operation, stated exactly once by its [`Completer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<T, E, R = ()> {
+    /// The operation ran and no cancellation was requested before it finished.
+    Completed(Result<T, E>),
+    /// The operation never took effect; whatever was handed to it comes back as `R`.
+    Cancelled(R),
+    /// Cancellation was requested, but the operation had already taken effect: the result is
+    /// real (bytes were written, the job ran), and here it is.
+    CancelledAfterEffect(Result<T, E>),
+    /// The producer went away without stating an outcome (it was dropped or panicked).
+    Abandoned,
+}
+
+impl<T, E, R> Outcome<T, E, R> {
+    /// `true` for [`Outcome::Completed`].
+    pub fn is_completed(&self) -> bool {
+        matches!(self, Outcome::Completed(_))
+    }
+
+    /// `true` for [`Outcome::Cancelled`] and [`Outcome::CancelledAfterEffect`].
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Cancelled(_) | Outcome::CancelledAfterEffect(_)
+        )
+    }
+
+    /// Flattens into a `Result`. An effect that happened despite a cancel request still yields
+    /// its result (the effect is real); the other non-completions become an [`Error`].
+    pub fn into_result(self) -> Result<T, Error<E, R>> {
+        match self {
+            Outcome::Completed(r) | Outcome::CancelledAfterEffect(r) => r.map_err(Error::Failed),
+            Outcome::Cancelled(residue) => Err(Error::Cancelled(residue)),
+            Outcome::Abandoned => Err(Error::Abandoned),
+        }
+    }
+
+    /// Maps the success value, keeping the kind of outcome.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U, E, R> {
+        match self {
+            Outcome::Completed(r) => Outcome::Completed(r.map(f)),
+            Outcome::CancelledAfterEffect(r) => Outcome::CancelledAfterEffect(r.map(f)),
+            Outcome::Cancelled(residue) => Outcome::Cancelled(residue),
+            Outcome::Abandoned => Outcome::Abandoned,
+        }
+    }
+}
+
+/// Why a token did not yield a value (see [`Outcome::into_result`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error<E, R = ()> {
+    /// The operation ran and failed with `E`.
+    Failed(E),
+    /// The operation was cancelled before it took effect; `R` is what it was handed.
+    Cancelled(R),
+    /// The producer was dropped without stating an outcome.
+    Abandoned,
+}
+
+impl<E: fmt::Display, R> fmt::Display for Error<E, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Failed(e) => write!(f, "operation failed: {e}"),
+            Error::Cancelled(_) => f.write_str("operation cancelled before it took effect"),
+            Error::Abandoned => f.write_str("operation abandoned: its producer was dropped"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display, R: fmt::Debug> std::error::Error for Error<E, R> {}
+
+/// A timed wait ran out; the token is handed back unharmed.
+pub struct TimedOut<Tok>(pub Tok);
+
+impl<Tok> TimedOut<Tok> {
+    /// The token, to wait again or drop (which requests cancellation).
+    pub fn into_token(self) -> Tok {
+        self.0
+    }
+}
+
+impl<Tok> fmt::Debug for TimedOut<Tok> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TimedOut(..)")
+    }
+}
+
+impl<Tok> fmt::Display for TimedOut<Tok> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out waiting for a completion token")
+    }
+}
+
+impl<Tok> std::error::Error for TimedOut<Tok> {}
+
+type Callback<T, E, R> = Box<dyn FnOnce(Outcome<T, E, R>) + Send>;
+type CancelHook = Box<dyn FnOnce() + Send>;
+
+enum Listener<T, E, R> {
+    None,
+    Thread,
+    Waker(Waker),
+    Callback(Callback<T, E, R>),
+}
+
+struct Slot<T, E, R> {
+    outcome: Option<Outcome<T, E, R>>,
+    listener: Listener<T, E, R>,
+    cancel_hook: Option<CancelHook>,
+}
+
+struct Shared<T, E, R> {
+    slot: Mutex<Slot<T, E, R>>,
+    cv: Condvar,
+    cancel_requested: AtomicBool,
+}
+
+impl<T, E, R> Shared<T, E, R> {
+    fn request_cancel(&self) {
+        if self.cancel_requested.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let hook = self.slot.lock().cancel_hook.take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+}
+
+/// Creates a completer/token pair whose cancellation hands back nothing (`R = ()`).
+pub fn pair<T, E>() -> (Completer<T, E>, Token<T, E>) {
+    pair_with_residue()
+}
+
+/// Creates a completer/token pair whose cancellation hands back a residue `R`.
+pub fn pair_with_residue<T, E, R>() -> (Completer<T, E, R>, Token<T, E, R>) {
+    let shared = Arc::new(Shared {
+        slot: Mutex::new(Slot {
+            outcome: None,
+            listener: Listener::None,
+            cancel_hook: None,
+        }),
+        cv: Condvar::new(),
+        cancel_requested: AtomicBool::new(false),
+    });
+    (
+        Completer {
+            shared: Some(Arc::clone(&shared)),
+        },
+        Token {
+            shared: Some(shared),
+        },
+    )
+}
+
+/// The producer's side of a pair: states the outcome exactly once.
+pub struct Completer<T, E, R = ()> {
+    shared: Option<Arc<Shared<T, E, R>>>,
+}
+
+impl<T, E, R> Completer<T, E, R> {
+    /// States the result of an operation that took effect. If cancellation was requested
+    /// meanwhile, the token sees [`Outcome::CancelledAfterEffect`].
+    pub fn complete(mut self, result: Result<T, E>) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let outcome = if shared.cancel_requested.load(Ordering::Acquire) {
+            Outcome::CancelledAfterEffect(result)
+        } else {
+            Outcome::Completed(result)
+        };
+        state(&shared, outcome);
+    }
+
+    /// States that the operation never took effect, handing back what it was given.
+    pub fn cancel(mut self, residue: R) {
+        if let Some(shared) = self.shared.take() {
+            state(&shared, Outcome::Cancelled(residue));
+        }
+    }
+
+    /// `true` once the token asked for cancellation or was dropped.
+    pub fn is_cancelled(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.cancel_requested.load(Ordering::Acquire))
+    }
+
+    /// Runs `hook` once when cancellation is requested: now, inline, if it already was. A later
+    /// call replaces an earlier hook that has not run. The hook is dropped unrun once the
+    /// outcome is stated.
+    pub fn on_cancel(&self, hook: impl FnOnce() + Send + 'static) {
+        let Some(shared) = self.shared.as_ref() else {
+            return;
+        };
+        let mut slot = shared.slot.lock();
+        if shared.cancel_requested.load(Ordering::Acquire) {
+            drop(slot);
+            hook();
+        } else {
+            slot.cancel_hook = Some(Box::new(hook));
+        }
+    }
+}
+
+impl<T, E, R> Drop for Completer<T, E, R> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            state(&shared, Outcome::Abandoned);
+        }
+    }
+}
+
+impl<T, E, R> fmt::Debug for Completer<T, E, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completer")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+fn state<T, E, R>(shared: &Shared<T, E, R>, outcome: Outcome<T, E, R>) {
+    let mut slot = shared.slot.lock();
+    slot.cancel_hook = None;
+    match std::mem::replace(&mut slot.listener, Listener::None) {
+        Listener::Callback(callback) => {
+            drop(slot);
+            callback(outcome);
+        }
+        Listener::Waker(waker) => {
+            slot.outcome = Some(outcome);
+            drop(slot);
+            waker.wake();
+        }
+        Listener::Thread => {
+            slot.outcome = Some(outcome);
+            drop(slot);
+            shared.cv.notify_one();
+        }
+        Listener::None => slot.outcome = Some(outcome),
+    }
+}
+
+/// The consumer's side of a pair: wait, poll, await, call back, or cancel.
+///
+/// Dropping a token that has not delivered its outcome requests cancellation.
+#[must_use = "dropping a token requests cancellation of its operation"]
+pub struct Token<T, E, R = ()> {
+    shared: Option<Arc<Shared<T, E, R>>>,
+}
+
+impl<T, E, R> Token<T, E, R> {
+    /// A token that is already complete with `result`.
+    pub fn ready(result: Result<T, E>) -> Self {
+        let (completer, token) = pair_with_residue();
+        completer.complete(result);
+        token
+    }
+
+    fn shared(&self) -> &Arc<Shared<T, E, R>> {
+        self.shared
+            .as_ref()
+            .expect("posa::act::Token used after it delivered its outcome")
+    }
+
+    /// Blocks until the outcome is stated.
+    pub fn wait(mut self) -> Outcome<T, E, R> {
+        match self.wait_inner(None) {
+            Some(outcome) => outcome,
+            None => unreachable!("an untimed wait returns only with an outcome"),
+        }
+    }
+
+    /// Blocks for at most `timeout`; on time-out the token comes back in the error.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<Outcome<T, E, R>, TimedOut<Self>> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.wait_deadline(deadline),
+            None => Ok(self.wait()),
+        }
+    }
+
+    /// Blocks until `deadline` at most; on time-out the token comes back in the error.
+    pub fn wait_deadline(mut self, deadline: Instant) -> Result<Outcome<T, E, R>, TimedOut<Self>> {
+        match self.wait_inner(Some(deadline)) {
+            Some(outcome) => Ok(outcome),
+            None => Err(TimedOut(self)),
+        }
+    }
+
+    fn wait_inner(&mut self, deadline: Option<Instant>) -> Option<Outcome<T, E, R>> {
+        let shared = Arc::clone(self.shared());
+        let mut slot = shared.slot.lock();
+        loop {
+            if let Some(outcome) = slot.outcome.take() {
+                drop(slot);
+                self.shared = None;
+                return Some(outcome);
+            }
+            slot.listener = Listener::Thread;
+            match deadline {
+                None => shared.cv.wait(&mut slot),
+                Some(deadline) => {
+                    if shared.cv.wait_until(&mut slot, deadline) && slot.outcome.is_none() {
+                        slot.listener = Listener::None;
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the outcome if it is there, without blocking; otherwise hands the token back.
+    pub fn try_take(mut self) -> Result<Outcome<T, E, R>, Self> {
+        let outcome = self.shared().slot.lock().outcome.take();
+        match outcome {
+            Some(outcome) => {
+                self.shared = None;
+                Ok(outcome)
+            }
+            None => Err(self),
+        }
+    }
+
+    /// `true` if the outcome has been stated and not yet taken.
+    pub fn is_ready(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.slot.lock().outcome.is_some())
+    }
+
+    /// Requests cancellation. The token stays valid: wait on it to learn what happened.
+    pub fn cancel(&self) {
+        if let Some(shared) = &self.shared {
+            shared.request_cancel();
+        }
+    }
+
+    /// A cloneable handle that can request cancellation after the token is moved away.
+    pub fn canceller(&self) -> Canceller<T, E, R> {
+        Canceller {
+            shared: Arc::clone(self.shared()),
+        }
+    }
+
+    /// Runs `callback` exactly once with the outcome: inline if it is already stated, otherwise
+    /// on the producer's thread when it is. Registering a callback is not a cancellation.
+    pub fn on_complete(mut self, callback: impl FnOnce(Outcome<T, E, R>) + Send + 'static) {
+        let shared = self
+            .shared
+            .take()
+            .expect("posa::act::Token used after it delivered its outcome");
+        let mut slot = shared.slot.lock();
+        match slot.outcome.take() {
+            Some(outcome) => {
+                drop(slot);
+                callback(outcome);
+            }
+            None => slot.listener = Listener::Callback(Box::new(callback)),
+        }
+    }
+
+    /// A token for `f` applied to this one's value. Cancelling the new token cancels this one.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U + Send + 'static) -> Token<U, E, R>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        R: Send + 'static,
+        U: Send + 'static,
+    {
+        let (completer, mapped) = pair_with_residue::<U, E, R>();
+        let upstream = self.canceller();
+        completer.on_cancel(move || upstream.cancel());
+        self.on_complete(move |outcome| match outcome.map(f) {
+            Outcome::Completed(r) | Outcome::CancelledAfterEffect(r) => completer.complete(r),
+            Outcome::Cancelled(residue) => completer.cancel(residue),
+            Outcome::Abandoned => drop(completer),
+        });
+        mapped
+    }
+}
+
+impl<T, E, R> Drop for Token<T, E, R> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.request_cancel();
+            // Release a registered waker now rather than when the producer finishes.
+            shared.slot.lock().listener = Listener::None;
+        }
+    }
+}
+
+impl<T, E, R> Future for Token<T, E, R> {
+    type Output = Outcome<T, E, R>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let shared = Arc::clone(self.shared());
+        let mut slot = shared.slot.lock();
+        if let Some(outcome) = slot.outcome.take() {
+            drop(slot);
+            self.shared = None;
+            return Poll::Ready(outcome);
+        }
+        match &mut slot.listener {
+            Listener::Waker(w) if w.will_wake(cx.waker()) => {}
+            listener => *listener = Listener::Waker(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl<T, E, R> fmt::Debug for Token<T, E, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}
+
+/// Requests cancellation of a token's operation from anywhere (see [`Token::canceller`]).
+pub struct Canceller<T, E, R = ()> {
+    shared: Arc<Shared<T, E, R>>,
+}
+
+impl<T, E, R> Canceller<T, E, R> {
+    /// Requests cancellation; idempotent.
+    pub fn cancel(&self) {
+        self.shared.request_cancel();
+    }
+}
+
+impl<T, E, R> Clone for Canceller<T, E, R> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T, E, R> fmt::Debug for Canceller<T, E, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Canceller")
+    }
+}
+
+/// Waits for every token, returning the outcomes in the tokens' order.
+pub fn wait_all<T, E, R>(
+    tokens: impl IntoIterator<Item = Token<T, E, R>>,
+) -> Vec<Outcome<T, E, R>> {
+    tokens.into_iter().map(Token::wait).collect()
+}
+
+/// One completion from a [`TokenSet`]: the token's id and its outcome.
+pub type Completion<T, E, R = ()> = (usize, Outcome<T, E, R>);
+
+struct SetShared<T, E, R> {
+    done: Mutex<VecDeque<Completion<T, E, R>>>,
+    cv: Condvar,
+}
+
+/// A set of tokens that yields outcomes in completion order (ACE's `Future_Set`).
+///
+/// Each token gets an id from [`insert`](Self::insert); the set is an [`Iterator`] whose `next`
+/// blocks until any token of the set completes. Dropping the set cancels the tokens still pending.
+///
+/// ```
+/// use posa::act::{self, TokenSet};
+///
+/// let mut set = TokenSet::new();
+/// let (slow, slow_token) = act::pair::<&str, ()>();
+/// let (fast, fast_token) = act::pair::<&str, ()>();
+/// let slow_id = set.insert(slow_token);
+/// let fast_id = set.insert(fast_token);
+/// fast.complete(Ok("fast"));
+/// let (id, outcome) = set.next().unwrap();
+/// assert_eq!((id, outcome.into_result().unwrap()), (fast_id, "fast"));
+/// slow.complete(Ok("slow"));
+/// assert_eq!(set.next().unwrap().0, slow_id);
+/// assert!(set.next().is_none());
+/// ```
+pub struct TokenSet<T, E, R = ()> {
+    shared: Arc<SetShared<T, E, R>>,
+    pending: Vec<Option<Canceller<T, E, R>>>,
+    outstanding: usize,
+}
+
+impl<T, E, R> TokenSet<T, E, R>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    R: Send + 'static,
+{
+    /// An empty set.
+    pub fn new() -> Self {
+        Self {
+            shared: Arc::new(SetShared {
+                done: Mutex::new(VecDeque::new()),
+                cv: Condvar::new(),
+            }),
+            pending: Vec::new(),
+            outstanding: 0,
+        }
+    }
+
+    /// Adds a token and returns its id (ids count up from 0 in insertion order).
+    pub fn insert(&mut self, token: Token<T, E, R>) -> usize {
+        let id = self.pending.len();
+        self.pending.push(Some(token.canceller()));
+        self.outstanding += 1;
+        let shared = Arc::clone(&self.shared);
+        token.on_complete(move |outcome| {
+            shared.done.lock().push_back((id, outcome));
+            shared.cv.notify_one();
+        });
+        id
+    }
+
+    /// Tokens inserted whose outcome the set has not yielded yet.
+    pub fn len(&self) -> usize {
+        self.outstanding
+    }
+
+    /// `true` when every inserted token's outcome has been returned.
+    pub fn is_empty(&self) -> bool {
+        self.outstanding == 0
+    }
+
+    /// Like [`next`](Iterator::next), but gives up at `deadline`.
+    pub fn next_deadline(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Option<Completion<T, E, R>>, TimedOut<()>> {
+        self.next_inner(Some(deadline))
+    }
+
+    fn next_inner(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Completion<T, E, R>>, TimedOut<()>> {
+        if self.outstanding == 0 {
+            return Ok(None);
+        }
+        let mut done = self.shared.done.lock();
+        loop {
+            if let Some((id, outcome)) = done.pop_front() {
+                drop(done);
+                self.outstanding -= 1;
+                self.pending[id] = None;
+                return Ok(Some((id, outcome)));
+            }
+            match deadline {
+                None => self.shared.cv.wait(&mut done),
+                Some(deadline) => {
+                    if self.shared.cv.wait_until(&mut done, deadline) && done.is_empty() {
+                        return Err(TimedOut(()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Requests cancellation of every token still pending.
+    pub fn cancel_all(&self) {
+        for canceller in self.pending.iter().flatten() {
+            canceller.cancel();
+        }
+    }
+}
+
+/// Blocks until some token completes and yields its id and outcome; ends once all did.
+impl<T, E, R> Iterator for TokenSet<T, E, R>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    R: Send + 'static,
+{
+    type Item = Completion<T, E, R>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_inner(None) {
+            Ok(next) => next,
+            Err(TimedOut(())) => unreachable!("an untimed wait does not time out"),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.outstanding, Some(self.outstanding))
+    }
+}
+
+impl<T, E, R> Default for TokenSet<T, E, R>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    R: Send + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T, E, R> Drop for TokenSet<T, E, R> {
+    fn drop(&mut self) {
+        for canceller in self.pending.iter().flatten() {
+            canceller.cancel();
+        }
+    }
+}
+
+impl<T, E, R> fmt::Debug for TokenSet<T, E, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("outstanding", &self.outstanding)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    #[test]
+    fn complete_then_wait_yields_value() {
+        let (c, t) = pair::<i32, ()>();
+        c.complete(Ok(7));
+        assert!(t.is_ready());
+        assert_eq!(t.wait(), Outcome::Completed(Ok(7)));
+    }
+
+    #[test]
+    fn wait_blocks_until_another_thread_completes() {
+        let (c, t) = pair::<String, ()>();
+        let h = std::thread::spawn(move || c.complete(Ok("done".to_owned())));
+        assert_eq!(t.wait().into_result().unwrap(), "done");
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn dropped_completer_abandons_instead_of_hanging() {
+        let (c, t) = pair::<i32, ()>();
+        let h = std::thread::spawn(move || drop(c));
+        assert_eq!(t.wait(), Outcome::Abandoned);
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn wait_timeout_hands_the_token_back_and_keeps_the_value() {
+        let (c, t) = pair::<i32, ()>();
+        let t = t
+            .wait_timeout(Duration::from_millis(1))
+            .unwrap_err()
+            .into_token();
+        c.complete(Ok(3));
+        assert_eq!(
+            t.wait_timeout(Duration::from_secs(60)).unwrap(),
+            Outcome::Completed(Ok(3))
+        );
+    }
+
+    #[test]
+    fn try_take_returns_token_until_ready() {
+        let (c, t) = pair::<i32, ()>();
+        let t = t.try_take().unwrap_err();
+        c.complete(Err(()));
+        assert_eq!(t.try_take().unwrap(), Outcome::Completed(Err(())));
+    }
+
+    #[test]
+    fn cancel_request_is_seen_and_effect_after_cancel_is_typed() {
+        let (c, t) = pair::<i32, ()>();
+        assert!(!c.is_cancelled());
+        t.cancel();
+        assert!(c.is_cancelled());
+        c.complete(Ok(1));
+        let outcome = t.wait();
+        assert_eq!(outcome, Outcome::CancelledAfterEffect(Ok(1)));
+        assert!(outcome.is_cancelled());
+    }
+
+    #[test]
+    fn dropping_token_requests_cancel_and_runs_hook_once() {
+        let (c, t) = pair::<i32, ()>();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = Arc::clone(&hits);
+        c.on_cancel(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+        });
+        t.cancel();
+        drop(t);
+        assert!(c.is_cancelled());
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // a hook installed after the request runs inline
+        let h = Arc::clone(&hits);
+        c.on_cancel(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn cancelled_operation_returns_the_residue() {
+        let (c, t) = pair_with_residue::<usize, (), Vec<u8>>();
+        c.cancel(vec![1, 2, 3]);
+        assert_eq!(t.wait().into_result(), Err(Error::Cancelled(vec![1, 2, 3])));
+    }
+
+    #[test]
+    fn callback_runs_once_inline_when_already_complete() {
+        let (c, t) = pair::<i32, ()>();
+        c.complete(Ok(5));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        t.on_complete(move |o| s.lock().push(o));
+        assert_eq!(*seen.lock(), vec![Outcome::Completed(Ok(5))]);
+    }
+
+    #[test]
+    fn callback_runs_once_on_producer_side() {
+        let (c, t) = pair::<i32, ()>();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        t.on_complete(move |o| s.lock().push(o));
+        assert!(seen.lock().is_empty());
+        drop(c);
+        assert_eq!(*seen.lock(), vec![Outcome::Abandoned]);
+    }
+
+    #[test]
+    fn map_transforms_and_propagates_cancel_upstream() {
+        let (c, t) = pair::<i32, ()>();
+        let mapped = t.map(|v| v * 2);
+        c.complete(Ok(21));
+        assert_eq!(mapped.wait(), Outcome::Completed(Ok(42)));
+
+        let (c, t) = pair::<i32, ()>();
+        let mapped = t.map(|v| v + 1);
+        mapped.cancel();
+        assert!(c.is_cancelled());
+        c.cancel(());
+        assert_eq!(mapped.wait(), Outcome::Cancelled(()));
+    }
+
+    struct CountingWaker(AtomicUsize);
+    impl Wake for CountingWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn future_replaces_waker_on_every_poll() {
+        let (c, mut t) = pair::<i32, ()>();
+        let first = std::sync::Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let second = std::sync::Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let w1 = Waker::from(std::sync::Arc::clone(&first));
+        let w2 = Waker::from(std::sync::Arc::clone(&second));
+        assert!(
+            Pin::new(&mut t)
+                .poll(&mut Context::from_waker(&w1))
+                .is_pending()
+        );
+        assert!(
+            Pin::new(&mut t)
+                .poll(&mut Context::from_waker(&w2))
+                .is_pending()
+        );
+        c.complete(Ok(9));
+        assert_eq!(
+            first.0.load(Ordering::SeqCst),
+            0,
+            "stale waker must not be woken"
+        );
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        let ready = Pin::new(&mut t).poll(&mut Context::from_waker(&w2));
+        assert_eq!(ready, Poll::Ready(Outcome::Completed(Ok(9))));
+    }
+
+    #[test]
+    fn token_set_yields_in_completion_order_and_cancels_rest_on_drop() {
+        let mut set = TokenSet::new();
+        let (a, ta) = pair::<u8, ()>();
+        let (b, tb) = pair::<u8, ()>();
+        let (c, tc) = pair::<u8, ()>();
+        set.insert(ta);
+        set.insert(tb);
+        set.insert(tc);
+        b.complete(Ok(2));
+        assert_eq!(set.next(), Some((1, Outcome::Completed(Ok(2)))));
+        assert_eq!(set.len(), 2);
+        a.complete(Ok(1));
+        assert_eq!(set.next().unwrap().0, 0);
+        assert!(
+            set.next_deadline(Instant::now() + Duration::from_millis(1))
+                .is_err()
+        );
+        drop(set);
+        assert!(c.is_cancelled());
+    }
+
+    #[test]
+    fn wait_all_keeps_token_order() {
+        let (a, ta) = pair::<u8, ()>();
+        let (b, tb) = pair::<u8, ()>();
+        b.complete(Ok(2));
+        a.complete(Ok(1));
+        let outs: Vec<_> = wait_all([ta, tb])
+            .into_iter()
+            .map(|o| o.into_result().unwrap())
+            .collect();
+        assert_eq!(outs, vec![1, 2]);
+    }
+}

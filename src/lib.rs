@@ -1,0 +1,22 @@
+//! # posa
+//!
+//! The concurrency patterns of *Pattern-Oriented Software Architecture, Vol. 2* as a small,
+//! measured, loom-verified runtime. Layers import only downward:
+//!
+//! | module | pattern |
+//! |---|---|
+//! | [`act`] | Asynchronous Completion Token: wait, poll, await, time out, cancel, call back, wait-any |
+//! | [`monitor`] | Monitor Object, bounded blocking queue, Scoped/Strategized/Thread-Safe-Interface/Double-Checked locking, re-entrant and reader-writer locks |
+//! | [`tss`] | Thread-Specific Storage, contention-free counters and latency histograms |
+//! | [`clock`] | Lamport and hybrid logical clocks, and the `Clock` that every timer takes |
+//! | [`sync`] | the one door to synchronization types (std/parking_lot, or loom under `--cfg posa_loom`) |
+//!
+//! See `docs/architecture.md` for the layering and the reasons behind it.
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms, unreachable_pub)]
+
+pub mod act;
+pub mod clock;
+pub mod monitor;
+pub mod sync;
+pub mod tss;
