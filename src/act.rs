@@ -35,9 +35,12 @@
 //!   lock, and a token that delivered it no longer holds the `Arc`.
 //! - A callback registered before completion is run by the completer, after the lock is
 //!   released; one registered after completion runs inline. Either way exactly once.
-//! - The cancel hook runs exactly once if cancellation is requested before the outcome is
-//!   stated: the flag is set before the hook is looked up, and the hook is installed only while
-//!   the flag is still clear, both under the lock.
+//! - The cancel hook runs at most once and never after the outcome is stated. It runs exactly
+//!   once when the hook is installed before the outcome is stated and the request reaches the
+//!   slot first: the flag is set before the hook is looked up (under the lock), and a hook is
+//!   installed only while the flag is still clear (under the lock), else run inline. When the
+//!   request races with the statement, the hook may be skipped: the producer is done and needs
+//!   no notice (loom found that window; `loom-tests/tests/act.rs` pins it down).
 //!
 //! ```
 //! use posa::act::{self, Outcome};
@@ -261,7 +264,8 @@ impl<T, E, R> Completer<T, E, R> {
 
     /// Runs `hook` once when cancellation is requested: now, inline, if it already was. A later
     /// call replaces an earlier hook that has not run. The hook is dropped unrun once the
-    /// outcome is stated.
+    /// outcome is stated, also when a cancel request races with that statement (the producer
+    /// has finished and has nothing left to abort).
     pub fn on_cancel(&self, hook: impl FnOnce() + Send + 'static) {
         let Some(shared) = self.shared.as_ref() else {
             return;

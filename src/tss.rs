@@ -258,7 +258,7 @@ mod loom_tls {
 
         fn find(&self, id: loom::thread::ThreadId) -> Option<&T> {
             let slots = self.slots.lock();
-            let ptr: *const T = &**slots.iter().find(|(tid, _)| *tid == id)?.1;
+            let ptr: *const T = &*slots.iter().find(|(tid, _)| *tid == id)?.1;
             // SAFETY: boxes are only added while `&self` lives, never removed or replaced (that
             // takes `&mut self`), so the pointee outlives the returned borrow of `self`; its
             // own thread is the only one that creates it, and `T` is shared only as `&T`.
