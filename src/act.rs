@@ -188,6 +188,8 @@ struct Shared<T, E, R> {
     slot: Mutex<Slot<T, E, R>>,
     cv: Condvar,
     cancel_requested: AtomicBool,
+    /// Set (under the lock) once the outcome is stated; read without it to spin or poll.
+    stated: AtomicBool,
 }
 
 impl<T, E, R> Shared<T, E, R> {
@@ -217,6 +219,7 @@ pub fn pair_with_residue<T, E, R>() -> (Completer<T, E, R>, Token<T, E, R>) {
         }),
         cv: Condvar::new(),
         cancel_requested: AtomicBool::new(false),
+        stated: AtomicBool::new(false),
     });
     (
         Completer {
@@ -299,6 +302,7 @@ impl<T, E, R> fmt::Debug for Completer<T, E, R> {
 fn state<T, E, R>(shared: &Shared<T, E, R>, outcome: Outcome<T, E, R>) {
     let mut slot = shared.slot.lock();
     slot.cancel_hook = None;
+    shared.stated.store(true, Ordering::Release);
     match std::mem::replace(&mut slot.listener, Listener::None) {
         Listener::Callback(callback) => {
             drop(slot);
@@ -365,13 +369,13 @@ impl<T, E, R> Token<T, E, R> {
     }
 
     fn wait_inner(&mut self, deadline: Option<Instant>) -> Option<Outcome<T, E, R>> {
-        let shared = Arc::clone(self.shared());
+        let shared = self.shared();
+        // A completion that is microseconds away costs no sleep and no wake-up.
+        crate::sync::spin_until(|| shared.stated.load(Ordering::Acquire));
         let mut slot = shared.slot.lock();
-        loop {
+        let outcome = loop {
             if let Some(outcome) = slot.outcome.take() {
-                drop(slot);
-                self.shared = None;
-                return Some(outcome);
+                break Some(outcome);
             }
             slot.listener = Listener::Thread;
             match deadline {
@@ -379,11 +383,16 @@ impl<T, E, R> Token<T, E, R> {
                 Some(deadline) => {
                     if shared.cv.wait_until(&mut slot, deadline) && slot.outcome.is_none() {
                         slot.listener = Listener::None;
-                        return None;
+                        break None;
                     }
                 }
             }
+        };
+        drop(slot);
+        if outcome.is_some() {
+            self.shared = None;
         }
+        outcome
     }
 
     /// Takes the outcome if it is there, without blocking; otherwise hands the token back.
@@ -398,11 +407,11 @@ impl<T, E, R> Token<T, E, R> {
         }
     }
 
-    /// `true` if the outcome has been stated and not yet taken.
+    /// `true` if the outcome has been stated and not yet taken. Lock-free.
     pub fn is_ready(&self) -> bool {
         self.shared
             .as_ref()
-            .is_some_and(|s| s.slot.lock().outcome.is_some())
+            .is_some_and(|s| s.stated.load(Ordering::Acquire))
     }
 
     /// Requests cancellation. The token stays valid: wait on it to learn what happened.
@@ -470,18 +479,17 @@ impl<T, E, R> Future for Token<T, E, R> {
     type Output = Outcome<T, E, R>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let shared = Arc::clone(self.shared());
-        let mut slot = shared.slot.lock();
-        if let Some(outcome) = slot.outcome.take() {
-            drop(slot);
-            self.shared = None;
-            return Poll::Ready(outcome);
-        }
-        match &mut slot.listener {
-            Listener::Waker(w) if w.will_wake(cx.waker()) => {}
-            listener => *listener = Listener::Waker(cx.waker().clone()),
-        }
-        Poll::Pending
+        let mut slot = self.shared().slot.lock();
+        let Some(outcome) = slot.outcome.take() else {
+            match &mut slot.listener {
+                Listener::Waker(w) if w.will_wake(cx.waker()) => {}
+                listener => *listener = Listener::Waker(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        };
+        drop(slot);
+        self.shared = None;
+        Poll::Ready(outcome)
     }
 }
 

@@ -20,3 +20,18 @@ pub mod clock;
 pub mod monitor;
 pub mod sync;
 pub mod tss;
+
+/// The pattern pages in `docs/` are compiled and run as doc tests, so their examples stay true.
+#[cfg(doctest)]
+mod doc_pages {
+    #[doc = include_str!("../docs/act.md")]
+    struct Act;
+    #[doc = include_str!("../docs/monitor.md")]
+    struct Monitor;
+    #[doc = include_str!("../docs/tss.md")]
+    struct Tss;
+    #[doc = include_str!("../docs/clock.md")]
+    struct Clock;
+    #[doc = include_str!("../README.md")]
+    struct Readme;
+}

@@ -15,6 +15,7 @@
 //! | [`Condvar`] | wraps `parking_lot::Condvar` | a condvar built from loom's | the same calls in both builds |
 //! | [`thread`] | `std::thread` | `loom::thread` | loom schedules its own threads |
 //! | [`thread_local!`](crate::sync::thread_local) | `std::thread_local!` | `loom::thread_local!` | loom runs every model thread on one OS thread |
+//! | [`spin_until`] | bounded spin then yield (crossbeam `Backoff`) | one check | loom explores the blocking path |
 //!
 //! Not shimmed, on purpose: `std::time` (loom has no time; timed waits are modelled by their
 //! untimed paths and tested for timing in ordinary tests), and `crossbeam` data structures (they
@@ -108,6 +109,33 @@ impl Condvar {
     /// Wakes every waiting thread.
     pub fn notify_all(&self) {
         self.inner.notify_all();
+    }
+}
+
+/// Spins briefly, then yields a few times, until `done()` holds; returns whether it did.
+///
+/// This is posa's one spin-then-block policy (crossbeam's `Backoff`): a blocking hand-off that
+/// completes within a few microseconds skips the sleep and the wake-up, a system call each,
+/// which dominate a hand-off between threads. Callers block for real when this returns `false`.
+/// Under `posa_loom` it checks once and loom explores the blocking path.
+#[inline]
+pub fn spin_until(mut done: impl FnMut() -> bool) -> bool {
+    #[cfg(not(posa_loom))]
+    {
+        let backoff = crossbeam_utils::Backoff::new();
+        loop {
+            if done() {
+                return true;
+            }
+            if backoff.is_completed() {
+                return false;
+            }
+            backoff.snooze();
+        }
+    }
+    #[cfg(posa_loom)]
+    {
+        done()
     }
 }
 

@@ -88,8 +88,8 @@ proptest! {
                 Step::Deliver(i) if !in_flight.is_empty() => {
                     let (to, vc, l, h) = in_flight.remove(i % in_flight.len());
                     let node = &mut nodes[to];
-                    for k in 0..NODES {
-                        node.vc[k] = node.vc[k].max(vc[k]);
+                    for (mine, theirs) in node.vc.iter_mut().zip(vc) {
+                        *mine = (*mine).max(theirs);
                     }
                     node.vc[to] += 1;
                     let lamport = node.lamport.receive(l).unwrap();

@@ -17,18 +17,21 @@
 //!
 //! # Algorithm and invariants of [`Condition`]
 //!
-//! A condition is a wait queue that works with any raw lock: a generation counter behind the
-//! crate's own mutex, a condition variable, and a count of waiters.
-//! - A waiter, still holding the monitor's lock, counts itself in and takes the generation lock,
-//!   then releases the monitor's lock and sleeps until the generation moves. Because the
-//!   generation lock is taken before the monitor's lock is released, a notifier (who changed the
-//!   state under the monitor's lock) cannot bump the generation between the waiter's predicate
-//!   check and its sleep: no lost wake-ups.
-//! - The waiter drops the generation lock before it re-takes the monitor's lock, so the lock
-//!   order is always monitor, then generation.
+//! A condition is a wait queue that works with any raw lock: a count of waiters, a generation
+//! counter that every notification moves, and a sleep lock with a condition variable.
+//! - A waiter, still holding the monitor's lock, counts itself in and reads the generation, then
+//!   releases the monitor's lock and waits until the generation moves. A notifier changes the
+//!   state under the monitor's lock, so its bump comes after that read: the waiter cannot miss
+//!   it, and no wake-up is lost.
+//! - The wait spins briefly first ([`sync::spin_until`](crate::sync::spin_until)): a hand-off
+//!   that completes within microseconds costs no sleep and no wake-up system call. Then it
+//!   sleeps: the generation only moves under the sleep lock, which the condition variable
+//!   releases atomically as the waiter sleeps.
+//! - The waiter never holds the sleep lock while taking the monitor's lock, so the lock order
+//!   is always monitor, then sleep.
 //! - A notifier that sees zero waiters returns after one atomic load. The count is raised under
-//!   the monitor's lock before the waiter sleeps, so a notifier that changed the state under that
-//!   lock (before or after notifying) cannot miss a sleeper.
+//!   the monitor's lock before the waiter releases it, so a notifier that changed the state
+//!   under that lock (before or after notifying) cannot miss a waiter.
 //!
 //! ```
 //! use posa::monitor::Monitor;
@@ -60,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use lock_api::RawMutex;
 
-use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Condvar, Mutex};
 
 /// A condition wait ran out of time before its predicate stopped holding.
@@ -83,7 +86,9 @@ impl std::error::Error for WaitTimedOut {}
 #[derive(Debug, Default)]
 pub struct Condition {
     waiters: AtomicUsize,
-    generation: Mutex<u64>,
+    /// Bumped by every notification, under `sleep`; read without it while spinning.
+    generation: AtomicU64,
+    sleep: Mutex<()>,
     cv: Condvar,
 }
 
@@ -98,42 +103,55 @@ impl Condition {
     /// Change the state the waiter checks under the monitor's lock before notifying; notifying
     /// with or without the lock still held are both correct.
     pub fn notify_one(&self) {
-        if self.waiters.load(Ordering::SeqCst) == 0 {
-            return;
+        if self.bump() {
+            self.cv.notify_one();
         }
-        *self.generation.lock() += 1;
-        self.cv.notify_one();
     }
 
     /// Wakes every thread waiting on this condition.
     pub fn notify_all(&self) {
-        if self.waiters.load(Ordering::SeqCst) == 0 {
-            return;
+        if self.bump() {
+            self.cv.notify_all();
         }
-        *self.generation.lock() += 1;
-        self.cv.notify_all();
     }
 
-    /// Sleeps with `guard`'s lock released until notified (or `deadline`). `true` on time-out.
+    /// Moves the generation if anyone waits; `true` if it did (then wake the sleepers).
+    fn bump(&self) -> bool {
+        if self.waiters.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        let _sleep = self.sleep.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// Waits with `guard`'s lock released until notified (or `deadline`): spins briefly, then
+    /// sleeps. `true` on time-out.
     fn wait<R: RawMutex, T>(
         &self,
         guard: &mut lock_api::MutexGuard<'_, R, T>,
         deadline: Option<Instant>,
     ) -> bool {
+        // Both under the monitor's lock: a notifier that changes the state after we release it
+        // sees us counted, and its bump makes the generation differ from `seen`.
         self.waiters.fetch_add(1, Ordering::SeqCst);
-        let mut generation = self.generation.lock();
-        let seen = *generation;
+        let seen = self.generation.load(Ordering::SeqCst);
+        let moved = || self.generation.load(Ordering::SeqCst) != seen;
         let timed_out = lock_api::MutexGuard::unlocked(guard, || {
+            if crate::sync::spin_until(moved) {
+                return false;
+            }
+            // The generation only moves under `sleep`, and the condvar releases `sleep`
+            // atomically as it sleeps, so a bump cannot fall between the check and the sleep.
+            let mut sleep = self.sleep.lock();
             let mut timed_out = false;
-            while *generation == seen && !timed_out {
+            while !moved() && !timed_out {
                 match deadline {
-                    None => self.cv.wait(&mut generation),
-                    Some(deadline) => timed_out = self.cv.wait_until(&mut generation, deadline),
+                    None => self.cv.wait(&mut sleep),
+                    Some(deadline) => timed_out = self.cv.wait_until(&mut sleep, deadline),
                 }
             }
-            let timed_out = timed_out && *generation == seen;
-            drop(generation);
-            timed_out
+            timed_out && !moved()
         });
         self.waiters.fetch_sub(1, Ordering::SeqCst);
         timed_out
