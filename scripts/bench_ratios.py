@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Turns criterion results into side-by-side ratios.
 
-Usage: scripts/bench_ratios.py CRITERION_DIR [CRITERION_DIR ...]
+Usage: scripts/bench_ratios.py [--base GROUP=BENCH ...] CRITERION_DIR [CRITERION_DIR ...]
 
 Each CRITERION_DIR is a `target/criterion` tree (one per `cargo bench` run). For every group it
-prints each benchmark's median time per iteration and its ratio to the group's first entry
-(posa's implementation), taking the median over the runs given: absolute times drift on a shared
+prints each benchmark's median time per iteration and its ratio to the group's posa entry
+(the first entry if none is named posa*), with the range of per-run ratios, taking the median over the runs given: absolute times drift on a shared
 machine, ratios measured in the same run much less.
 """
 import json
@@ -32,17 +32,28 @@ def fmt_ns(ns):
     return f"{ns:.1f} ns"
 
 
-def main(dirs):
+def main(args):
+    bases = {}
+    dirs = []
+    while args:
+        a = args.pop(0)
+        if a == "--base":
+            group, _, bench = args.pop(0).partition("=")
+            bases[group] = bench
+        else:
+            dirs.append(a)
     runs = [load(d) for d in dirs]
     groups = {}
     for key in runs[0]:
         groups.setdefault(key[0], []).append(key[1])
     print(f"runs: {len(runs)} (median of per-run values)\n")
-    print(f"| group | benchmark | median time / iter | per element | ratio to first |")
-    print(f"|---|---|---|---|---|")
+    print("| group | benchmark | median time / iter | per element | time ratio to first row | range over runs |")
+    print("|---|---|---|---|---|---|")
     for group, funcs in sorted(groups.items()):
-        base_name = funcs[0]
-        if any(f.startswith("posa") for f in funcs):
+        base_name = sorted(funcs)[0]
+        if group in bases:
+            base_name = bases[group]
+        elif any(f.startswith("posa") for f in funcs):
             base_name = next(f for f in funcs if f.startswith("posa"))
         ordered = [base_name] + [f for f in funcs if f != base_name]
         for f in ordered:
@@ -52,7 +63,8 @@ def main(dirs):
             elements = runs[0][(group, f)][1]
             t = statistics.median(times)
             per = fmt_ns(t / elements) if elements else ""
-            print(f"| {group} | {f} | {fmt_ns(t)} | {per} | {statistics.median(ratios):.2f}x |")
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}x"
+            print(f"| {group} | {f} | {fmt_ns(t)} | {per} | {statistics.median(ratios):.2f}x | {spread} |")
 
 
 if __name__ == "__main__":

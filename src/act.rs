@@ -265,7 +265,8 @@ impl<T, E, R> Completer<T, E, R> {
             .is_some_and(|s| s.cancel_requested.load(Ordering::Acquire))
     }
 
-    /// Runs `hook` once when cancellation is requested: now, inline, if it already was. A later
+    /// Runs `hook` once when cancellation is requested, on the requesting thread (the one that
+    /// calls [`Token::cancel`] or drops the token): now, inline, if it already was. A later
     /// call replaces an earlier hook that has not run. The hook is dropped unrun once the
     /// outcome is stated, also when a cancel request races with that statement (the producer
     /// has finished and has nothing left to abort).
@@ -324,7 +325,9 @@ fn state<T, E, R>(shared: &Shared<T, E, R>, outcome: Outcome<T, E, R>) {
 
 /// The consumer's side of a pair: wait, poll, await, call back, or cancel.
 ///
-/// Dropping a token that has not delivered its outcome requests cancellation.
+/// Dropping a token that has not delivered its outcome requests cancellation. The consuming
+/// methods take `self`, so a token delivers its outcome once; polling it again after it
+/// returned `Poll::Ready` panics, as finished futures conventionally do.
 #[must_use = "dropping a token requests cancellation of its operation"]
 pub struct Token<T, E, R = ()> {
     shared: Option<Arc<Shared<T, E, R>>>,
