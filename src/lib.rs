@@ -18,6 +18,7 @@
 pub mod act;
 pub mod clock;
 pub mod monitor;
+pub mod reactor;
 pub mod sync;
 pub mod tss;
 

@@ -1,0 +1,203 @@
+//! The reactor's cross-thread state: posted jobs, wake-up coalescing and the shutdown phase.
+//!
+//! mio cannot run under loom, so everything other threads share with an event loop lives here,
+//! generic over the [`Notify`] that wakes the demultiplexer: `mio::Waker` in production, a fake
+//! in `loom-tests/tests/reactor.rs`.
+//!
+//! # Algorithm and invariants
+//! - Posting pushes onto a bounded queue under a lock, then sets `notified`; only the poster
+//!   that flips it from false to true calls [`Notify::notify`], so a burst of posts costs one
+//!   wake-up. The loop clears `notified` *before* it drains, so a post that lands after the
+//!   drain started either is drained now or finds the flag clear and wakes the loop again: no
+//!   post is stranded.
+//! - The phase (running, draining, stopped) is read and changed under the queue lock. Once the
+//!   loop marks the mailbox stopped and takes what is left (to report it as dropped), no post can
+//!   enter: each job is run, handed back to its poster, or counted as dropped. Never lost.
+//! - The queue is bounded: a full mailbox hands the job back ([`PostError::Full`]) instead of
+//!   growing, so a flood of posts cannot exhaust memory.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+
+use crate::sync::Mutex;
+use crate::sync::atomic::{AtomicBool, Ordering};
+
+/// Wakes a demultiplexer blocked in its wait (`mio::Waker::wake`).
+pub trait Notify: Send + Sync {
+    /// Makes the demultiplexer's current or next wait return promptly.
+    fn notify(&self) -> io::Result<()>;
+}
+
+impl Notify for mio::Waker {
+    fn notify(&self) -> io::Result<()> {
+        self.wake()
+    }
+}
+
+/// The lifecycle of a reactor as other threads see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepting posts and running handlers.
+    Running,
+    /// Shutdown requested: intake stopped, handlers are draining.
+    Draining,
+    /// The loop has stopped; nothing more will run.
+    Stopped,
+}
+
+/// A job could not be posted; it comes back unrun.
+#[derive(PartialEq, Eq)]
+pub enum PostError<J> {
+    /// The mailbox is at its bound; try later or shed load.
+    Full(J),
+    /// The reactor is shutting down or stopped.
+    Closed(J),
+}
+
+impl<J> PostError<J> {
+    /// The job that was not posted.
+    pub fn into_inner(self) -> J {
+        match self {
+            PostError::Full(j) | PostError::Closed(j) => j,
+        }
+    }
+}
+
+impl<J> fmt::Debug for PostError<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PostError::Full(_) => "Full(..)",
+            PostError::Closed(_) => "Closed(..)",
+        })
+    }
+}
+
+impl<J> fmt::Display for PostError<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PostError::Full(_) => "reactor mailbox is full",
+            PostError::Closed(_) => "reactor is shutting down",
+        })
+    }
+}
+
+impl<J> std::error::Error for PostError<J> {}
+
+struct Queue<J> {
+    jobs: VecDeque<J>,
+    phase: Phase,
+}
+
+/// Jobs posted to a loop from any thread, with coalesced wake-ups and a shutdown phase.
+pub struct Mailbox<J, N> {
+    queue: Mutex<Queue<J>>,
+    capacity: usize,
+    notified: AtomicBool,
+    notify: N,
+}
+
+impl<J, N: Notify> Mailbox<J, N> {
+    /// A mailbox holding at most `capacity` (at least 1) jobs, waking its loop through `notify`.
+    pub fn new(capacity: usize, notify: N) -> Self {
+        Self {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                phase: Phase::Running,
+            }),
+            capacity: capacity.max(1),
+            notified: AtomicBool::new(false),
+            notify,
+        }
+    }
+
+    /// Queues `job` for the loop and wakes it if needed.
+    pub fn post(&self, job: J) -> Result<(), PostError<J>> {
+        {
+            let mut q = self.queue.lock();
+            if q.phase != Phase::Running {
+                return Err(PostError::Closed(job));
+            }
+            if q.jobs.len() >= self.capacity {
+                return Err(PostError::Full(job));
+            }
+            q.jobs.push_back(job);
+        }
+        self.wake();
+        Ok(())
+    }
+
+    fn wake(&self) {
+        if !self.notified.swap(true, Ordering::AcqRel)
+            && let Err(e) = self.notify.notify()
+        {
+            // The loop checks `is_notified` every turn: a failed wake-up delays the job to the
+            // loop's next turn, it does not strand it.
+            tracing::warn!(error = %e, "posa reactor: wake-up failed");
+        }
+    }
+
+    /// `true` if jobs were posted (or shutdown requested) since the loop last took a batch.
+    pub fn is_notified(&self) -> bool {
+        self.notified.load(Ordering::Acquire)
+    }
+
+    /// Loop side: acknowledges the wake-up, then moves up to `max` jobs into `out`. Returns
+    /// `true` if jobs remain (the loop should not block on its next poll).
+    pub fn take_batch(&self, max: usize, out: &mut Vec<J>) -> bool {
+        self.notified.store(false, Ordering::SeqCst);
+        let mut q = self.queue.lock();
+        let n = q.jobs.len().min(max);
+        out.extend(q.jobs.drain(..n));
+        !q.jobs.is_empty()
+    }
+
+    /// Jobs waiting now.
+    pub fn len(&self) -> usize {
+        self.queue.lock().jobs.len()
+    }
+
+    /// `true` if no job waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.queue.lock().phase
+    }
+
+    /// Stops intake and asks the loop to drain. Returns `false` if shutdown had already begun.
+    pub fn begin_shutdown(&self) -> bool {
+        let begun = {
+            let mut q = self.queue.lock();
+            if q.phase == Phase::Running {
+                q.phase = Phase::Draining;
+                true
+            } else {
+                false
+            }
+        };
+        // Always wake: the loop must see the new phase even if it was notified before.
+        self.notified.store(true, Ordering::SeqCst);
+        if let Err(e) = self.notify.notify() {
+            tracing::warn!(error = %e, "posa reactor: wake-up failed");
+        }
+        begun
+    }
+
+    /// Loop side, last step: marks the mailbox stopped and returns the jobs that never ran.
+    pub fn stop(&self) -> Vec<J> {
+        let mut q = self.queue.lock();
+        q.phase = Phase::Stopped;
+        q.jobs.drain(..).collect()
+    }
+}
+
+impl<J, N> fmt::Debug for Mailbox<J, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,1078 @@
+//! Reactor: demultiplex I/O readiness and timer expiries to event handlers, on one thread.
+//!
+//! A [`Reactor`] owns a `mio::Poll`, a table of [`EventHandler`]s keyed by generation-tagged
+//! tokens, a [`TimerQueue`] and a [`Mailbox`] other threads post to through a
+//! [`ReactorHandle`]. Each turn of the loop waits for readiness (until the next timer at most),
+//! dispatches every event to its handler, runs posted jobs and fires due timers, each within a
+//! budget so that no single source can starve the others.
+//!
+//! # Invariants
+//! - Every handler is opened once and closed once ([`EventHandler::close`]), whether it closes
+//!   itself, fails to open, panics, or is closed at shutdown.
+//! - A token carries its slot's generation: an event still queued for a closed handler can never
+//!   reach a new handler that reuses the slot (mio#219). The same holds for timers.
+//! - A handler is taken out of its slot for the duration of an upcall, so it is never dispatched
+//!   twice at once, and a panic in it is caught: that handler is closed and reported, the loop
+//!   and the other handlers go on.
+//! - Readiness is edge-triggered: a handler must read or write until `WouldBlock`. A handler that
+//!   stops early on purpose (a budget) calls [`Context::call_again`] and is dispatched again next
+//!   turn with the same readiness, so no edge is lost.
+//!
+//! ```
+//! use posa::reactor::{Context, EventHandler, Reactor, Readiness, TimerId};
+//! use std::time::Duration;
+//!
+//! /// Fires three times, then closes itself; the third close shuts the reactor down.
+//! struct Ticker { left: u32 }
+//! impl EventHandler for Ticker {
+//!     fn open(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+//!         cx.set_timer(Duration::from_millis(1));
+//!         Ok(())
+//!     }
+//!     fn ready(&mut self, _: Readiness, _: &mut Context<'_>) {}
+//!     fn timeout(&mut self, _: TimerId, cx: &mut Context<'_>) {
+//!         self.left -= 1;
+//!         if self.left == 0 {
+//!             cx.close();
+//!             cx.handle().shutdown(Duration::from_secs(1));
+//!         } else {
+//!             cx.set_timer(Duration::from_millis(1));
+//!         }
+//!     }
+//! }
+//!
+//! let mut reactor = Reactor::new()?;
+//! reactor.add(Ticker { left: 3 })?;
+//! let report = reactor.run()?;
+//! assert_eq!(report.forced, 0);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod mailbox;
+pub mod timer;
+
+pub use mailbox::{Mailbox, Notify, Phase, PostError};
+pub use timer::{MissedTicks, TimerId, TimerQueue};
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Registry, Token};
+
+use crate::act::{self, Completer, Token as ActToken};
+use crate::clock::{Clock, SystemClock};
+use crate::sync::{Arc, Mutex};
+
+const WAKE_TOKEN: Token = Token(usize::MAX);
+const INDEX_BITS: u32 = usize::BITS / 2;
+const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
+
+/// Names a handler registered with a reactor; its `mio::Token` carries a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HandlerId(Token);
+
+impl HandlerId {
+    fn new(index: usize, generation: usize) -> Self {
+        debug_assert!(index <= INDEX_MASK && generation <= usize::MAX >> INDEX_BITS);
+        Self(Token((generation << INDEX_BITS) | index))
+    }
+
+    fn index(self) -> usize {
+        self.0.0 & INDEX_MASK
+    }
+
+    /// The token the handler's sources are registered with.
+    pub fn token(self) -> Token {
+        self.0
+    }
+}
+
+/// What an event says about a source, flattened from `mio::event::Event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Readiness {
+    /// Reading will not block (or will return 0 at end of stream).
+    pub readable: bool,
+    /// Writing will not block.
+    pub writable: bool,
+    /// The source has an error pending (`SO_ERROR`).
+    pub error: bool,
+    /// The peer closed its write side (read returns 0 once drained).
+    pub read_closed: bool,
+    /// Our write side is closed (the peer reset or shut down reading).
+    pub write_closed: bool,
+}
+
+impl Readiness {
+    fn from_event(e: &mio::event::Event) -> Self {
+        Self {
+            readable: e.is_readable(),
+            writable: e.is_writable(),
+            error: e.is_error(),
+            read_closed: e.is_read_closed(),
+            write_closed: e.is_write_closed(),
+        }
+    }
+}
+
+/// Why a handler was closed.
+#[derive(Debug)]
+pub enum CloseReason {
+    /// The handler asked for it ([`Context::close`]).
+    Closed,
+    /// [`EventHandler::open`] failed with this error.
+    OpenFailed(io::Error),
+    /// An upcall panicked; the payload's message, if it had one.
+    Panicked(String),
+    /// The reactor shut down before the handler finished draining.
+    Shutdown,
+}
+
+/// A reactor's user code: reacts to readiness, timers, drain requests; closed exactly once.
+pub trait EventHandler: Send + 'static {
+    /// Called once when added: register sources ([`Context::register`]) and arm timers. An error
+    /// closes the handler at once with [`CloseReason::OpenFailed`].
+    fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()>;
+
+    /// A source registered with this handler's token is ready. Drain it until `WouldBlock`.
+    fn ready(&mut self, readiness: Readiness, cx: &mut Context<'_>);
+
+    /// A timer this handler armed expired.
+    fn timeout(&mut self, timer: TimerId, cx: &mut Context<'_>) {
+        let _ = (timer, cx);
+    }
+
+    /// Shutdown began: stop taking new work and close when done. The default closes at once;
+    /// a connection overrides it to flush what it owes first.
+    fn drain(&mut self, cx: &mut Context<'_>) {
+        cx.close();
+    }
+
+    /// The handler is being removed: release what it holds. Called exactly once. Sources are
+    /// deregistered when they drop; timers are cancelled by the reactor.
+    fn close(&mut self, reason: &CloseReason, cx: &mut Context<'_>) {
+        let _ = (reason, cx);
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Reactor) + Send>;
+
+/// What a reactor did at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShutdownReport {
+    /// Handlers that closed themselves while draining.
+    pub drained: usize,
+    /// Handlers still open at the drain deadline, closed with [`CloseReason::Shutdown`].
+    pub forced: usize,
+    /// Posted jobs that never ran.
+    pub jobs_dropped: usize,
+}
+
+struct Shared {
+    mailbox: Mailbox<Job, mio::Waker>,
+    grace: Mutex<Duration>,
+    report: Mutex<ReportState>,
+}
+
+#[derive(Default)]
+struct ReportState {
+    done: Option<ShutdownReport>,
+    waiting: Vec<Completer<ShutdownReport, std::convert::Infallible>>,
+}
+
+/// A `Send + Clone` handle to a reactor: post jobs, add handlers, wake it, shut it down.
+#[derive(Clone)]
+pub struct ReactorHandle {
+    shared: Arc<Shared>,
+}
+
+impl ReactorHandle {
+    /// Runs `job` on the reactor's thread with the reactor itself. Bounded: a full mailbox
+    /// hands the job back.
+    pub fn post(
+        &self,
+        job: impl FnOnce(&mut Reactor) + Send + 'static,
+    ) -> Result<(), PostError<Job>> {
+        self.shared.mailbox.post(Box::new(job))
+    }
+
+    /// Adds a handler on the reactor's thread; the token yields its id once it is open.
+    pub fn add(
+        &self,
+        handler: impl EventHandler,
+    ) -> ActToken<HandlerId, io::Error, Option<Box<dyn EventHandler>>> {
+        let (completer, token) = act::pair_with_residue();
+        let handler: Box<dyn EventHandler> = Box::new(handler);
+        // The job owns the completer: if the job is dropped unrun, the token sees Abandoned.
+        let job = move |r: &mut Reactor| completer.complete(r.add_boxed(handler));
+        if let Err(e) = self.post(job) {
+            drop(e.into_inner());
+        }
+        token
+    }
+
+    /// Begins shutdown: intake stops now; handlers drain for up to `grace`, the rest are closed.
+    /// The token completes with the report when the loop has stopped.
+    pub fn shutdown(&self, grace: Duration) -> ActToken<ShutdownReport, std::convert::Infallible> {
+        let (completer, token) = act::pair();
+        {
+            let mut report = self.shared.report.lock();
+            match report.done {
+                Some(done) => {
+                    drop(report);
+                    completer.complete(Ok(done));
+                    return token;
+                }
+                None => report.waiting.push(completer),
+            }
+        }
+        if self.shared.mailbox.phase() == Phase::Running {
+            *self.shared.grace.lock() = grace;
+        }
+        self.shared.mailbox.begin_shutdown();
+        token
+    }
+
+    /// The reactor's lifecycle phase.
+    pub fn phase(&self) -> Phase {
+        self.shared.mailbox.phase()
+    }
+}
+
+impl fmt::Debug for ReactorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReactorHandle")
+            .field("phase", &self.phase())
+            .finish()
+    }
+}
+
+/// Budgets and thresholds of a reactor.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Readiness events taken from the OS per turn.
+    pub event_budget: usize,
+    /// Posted jobs run per turn.
+    pub post_budget: usize,
+    /// Timer expiries fired per turn.
+    pub timer_budget: usize,
+    /// Jobs the mailbox holds before posting fails with [`PostError::Full`].
+    pub mailbox_capacity: usize,
+    /// Handlers the reactor holds at most; [`Reactor::add`] fails beyond it.
+    pub max_handlers: usize,
+    /// An upcall running longer than this is reported (`tracing::warn`); `None` disables timing.
+    pub stall_threshold: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            event_budget: 1024,
+            post_budget: 256,
+            timer_budget: 1024,
+            mailbox_capacity: 65_536,
+            max_handlers: 1 << 20,
+            stall_threshold: Some(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Counters a reactor keeps about itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Upcalls made (ready, timeout, drain).
+    pub dispatches: u64,
+    /// Upcalls that ran past the stall threshold.
+    pub stalls: u64,
+    /// Upcalls and jobs that panicked.
+    pub panics: u64,
+    /// Handlers opened.
+    pub opened: u64,
+    /// Handlers closed.
+    pub closed: u64,
+}
+
+struct Slot {
+    generation: usize,
+    handler: Option<Box<dyn EventHandler>>,
+    occupied: bool,
+}
+
+/// The pieces of a reactor an upcall may touch, split from the handler table.
+struct Core {
+    registry: Registry,
+    timers: TimerQueue<HandlerId>,
+    spawned: Vec<Box<dyn EventHandler>>,
+    again: Vec<(HandlerId, Readiness)>,
+    handle: ReactorHandle,
+    clock: std::sync::Arc<dyn Clock>,
+    draining: bool,
+}
+
+/// What a handler can do during an upcall. See [`EventHandler`].
+pub struct Context<'a> {
+    id: HandlerId,
+    core: &'a mut Core,
+    now: Instant,
+    close: bool,
+}
+
+impl Context<'_> {
+    /// This handler's id.
+    pub fn id(&self) -> HandlerId {
+        self.id
+    }
+
+    /// The registry, to register sources under another token (rarely needed).
+    pub fn registry(&self) -> &Registry {
+        &self.core.registry
+    }
+
+    /// Registers `source` for `interest` under this handler's token.
+    pub fn register<S: mio::event::Source + ?Sized>(
+        &self,
+        source: &mut S,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.core.registry.register(source, self.id.0, interest)
+    }
+
+    /// Changes the interest of a source registered under this handler's token.
+    pub fn reregister<S: mio::event::Source + ?Sized>(
+        &self,
+        source: &mut S,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.core.registry.reregister(source, self.id.0, interest)
+    }
+
+    /// Deregisters a source (dropping it does the same).
+    pub fn deregister<S: mio::event::Source + ?Sized>(&self, source: &mut S) -> io::Result<()> {
+        self.core.registry.deregister(source)
+    }
+
+    /// The reactor clock's time at the start of this upcall.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Arms a one-shot timer `after` from now; [`EventHandler::timeout`] gets its id.
+    pub fn set_timer(&mut self, after: Duration) -> TimerId {
+        let deadline = self.now + after;
+        self.core.timers.arm(self.id, deadline)
+    }
+
+    /// Arms a periodic timer.
+    pub fn set_periodic(&mut self, period: Duration, missed: MissedTicks) -> TimerId {
+        self.core
+            .timers
+            .arm_periodic(self.id, self.now + period, period, missed)
+    }
+
+    /// Moves a timer to `after` from now (cheap when later). `false` if it already fired or
+    /// was cancelled.
+    pub fn reset_timer(&mut self, timer: TimerId, after: Duration) -> bool {
+        self.core.timers.reset(timer, self.now + after)
+    }
+
+    /// Disarms a timer; `false` if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.core.timers.cancel(timer)
+    }
+
+    /// Adds another handler to this reactor, opened right after this upcall returns.
+    pub fn spawn(&mut self, handler: impl EventHandler) {
+        self.core.spawned.push(Box::new(handler));
+    }
+
+    /// Dispatches this handler again next turn with `readiness` (for a handler that stopped
+    /// draining early to respect a budget).
+    pub fn call_again(&mut self, readiness: Readiness) {
+        self.core.again.push((self.id, readiness));
+    }
+
+    /// Closes this handler when the upcall returns.
+    pub fn close(&mut self) {
+        self.close = true;
+    }
+
+    /// `true` once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.core.draining
+    }
+
+    /// A handle to this reactor (to post, or to shut it down).
+    pub fn handle(&self) -> &ReactorHandle {
+        &self.core.handle
+    }
+}
+
+/// Builds a [`Reactor`] with a custom [`Config`] or [`Clock`].
+#[derive(Default)]
+pub struct Builder {
+    config: Config,
+    clock: Option<std::sync::Arc<dyn Clock>>,
+}
+
+impl Builder {
+    /// Sets the budgets and thresholds.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the clock timers run on (a [`ManualClock`](crate::clock::ManualClock) in tests;
+    /// after advancing it, post a job to wake the loop).
+    pub fn clock(mut self, clock: std::sync::Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Creates the reactor (a `mio::Poll` and its waker).
+    pub fn build(self) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKE_TOKEN)?;
+        let registry = poll.registry().try_clone()?;
+        let shared = Arc::new(Shared {
+            mailbox: Mailbox::new(self.config.mailbox_capacity, waker),
+            grace: Mutex::new(Duration::ZERO),
+            report: Mutex::new(ReportState::default()),
+        });
+        let clock = self
+            .clock
+            .unwrap_or_else(|| std::sync::Arc::new(SystemClock));
+        Ok(Reactor {
+            events: Events::with_capacity(self.config.event_budget.max(1)),
+            poll,
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            core: Core {
+                registry,
+                timers: TimerQueue::new(),
+                spawned: Vec::new(),
+                again: Vec::new(),
+                handle: ReactorHandle { shared },
+                clock,
+                draining: false,
+            },
+            config: self.config,
+            stats: Stats::default(),
+            jobs: Vec::new(),
+            ready: Vec::new(),
+            more_jobs: false,
+            drain_deadline: None,
+            drained: 0,
+        })
+    }
+}
+
+/// A single-threaded event loop on `mio`. See the [module docs](self).
+pub struct Reactor {
+    poll: Poll,
+    events: Events,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    live: usize,
+    core: Core,
+    config: Config,
+    stats: Stats,
+    jobs: Vec<Job>,
+    ready: Vec<(HandlerId, Readiness)>,
+    more_jobs: bool,
+    drain_deadline: Option<Instant>,
+    drained: usize,
+}
+
+impl Reactor {
+    /// A reactor with the default [`Config`] on the system clock.
+    pub fn new() -> io::Result<Self> {
+        Builder::default().build()
+    }
+
+    /// A builder for a custom configuration or clock.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> ReactorHandle {
+        self.core.handle.clone()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Handlers open now.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// `true` if no handler is open.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Adds and opens a handler on this thread.
+    pub fn add(&mut self, handler: impl EventHandler) -> io::Result<HandlerId> {
+        self.add_boxed(Box::new(handler))
+    }
+
+    fn add_boxed(&mut self, mut handler: Box<dyn EventHandler>) -> io::Result<HandlerId> {
+        if self.live >= self.config.max_handlers {
+            return Err(io::Error::other(format!(
+                "reactor holds its maximum of {} handlers",
+                self.config.max_handlers
+            )));
+        }
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                if self.slots.len() > INDEX_MASK {
+                    return Err(io::Error::other("reactor handler table is full"));
+                }
+                self.slots.push(Slot {
+                    generation: 0,
+                    handler: None,
+                    occupied: false,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let slot = &mut self.slots[index];
+        slot.occupied = true;
+        let id = HandlerId::new(index, slot.generation);
+        self.live += 1;
+        self.stats.opened += 1;
+        let now = self.core.clock.now();
+        let mut cx = Context {
+            id,
+            core: &mut self.core,
+            now,
+            close: false,
+        };
+        match catch_unwind(AssertUnwindSafe(|| handler.open(&mut cx))) {
+            Ok(Ok(())) => {
+                let close = cx.close;
+                self.slots[index].handler = Some(handler);
+                if close {
+                    self.close_slot(id, CloseReason::Closed);
+                }
+                self.open_spawned();
+                Ok(id)
+            }
+            Ok(Err(e)) => {
+                let kind = e.kind();
+                let msg = e.to_string();
+                self.finish_close(id, handler, CloseReason::OpenFailed(e));
+                Err(io::Error::new(kind, msg))
+            }
+            Err(panic) => {
+                let msg = panic_message(&*panic);
+                self.stats.panics += 1;
+                tracing::error!(handler = ?id, panic = %msg, "posa reactor: open panicked");
+                self.finish_close(id, handler, CloseReason::Panicked(msg.clone()));
+                Err(io::Error::other(format!("handler open panicked: {msg}")))
+            }
+        }
+    }
+
+    fn open_spawned(&mut self) {
+        while let Some(h) = self.core.spawned.pop() {
+            if let Err(e) = self.add_boxed(h) {
+                tracing::warn!(error = %e, "posa reactor: spawned handler failed to open");
+            }
+        }
+    }
+
+    /// Runs one upcall on handler `id` if it is (still) there.
+    fn dispatch(
+        &mut self,
+        id: HandlerId,
+        upcall: impl FnOnce(&mut dyn EventHandler, &mut Context<'_>),
+    ) {
+        let index = id.index();
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        if !slot.occupied || HandlerId::new(index, slot.generation) != id {
+            return; // stale token: the handler it named is gone
+        }
+        let Some(mut handler) = slot.handler.take() else {
+            return;
+        };
+        self.stats.dispatches += 1;
+        let now = self.core.clock.now();
+        let mut cx = Context {
+            id,
+            core: &mut self.core,
+            now,
+            close: false,
+        };
+        let started = self.config.stall_threshold.map(|_| Instant::now());
+        let result = catch_unwind(AssertUnwindSafe(|| upcall(&mut *handler, &mut cx)));
+        let close = cx.close;
+        if let (Some(started), Some(threshold)) = (started, self.config.stall_threshold) {
+            let took = started.elapsed();
+            if took > threshold {
+                self.stats.stalls += 1;
+                tracing::warn!(handler = ?id, ?took, ?threshold, "posa reactor: upcall stalled the loop");
+            }
+        }
+        match result {
+            Ok(()) if close => self.finish_close(id, handler, CloseReason::Closed),
+            Ok(()) => self.slots[index].handler = Some(handler),
+            Err(panic) => {
+                let msg = panic_message(&*panic);
+                self.stats.panics += 1;
+                tracing::error!(handler = ?id, panic = %msg, "posa reactor: handler panicked; closing it");
+                self.finish_close(id, handler, CloseReason::Panicked(msg));
+            }
+        }
+        self.open_spawned();
+    }
+
+    fn close_slot(&mut self, id: HandlerId, reason: CloseReason) {
+        if let Some(handler) = self.slots[id.index()].handler.take() {
+            self.finish_close(id, handler, reason);
+        }
+    }
+
+    /// Calls `close` once, cancels the handler's timers and frees its slot (new generation).
+    fn finish_close(
+        &mut self,
+        id: HandlerId,
+        mut handler: Box<dyn EventHandler>,
+        reason: CloseReason,
+    ) {
+        let now = self.core.clock.now();
+        let mut cx = Context {
+            id,
+            core: &mut self.core,
+            now,
+            close: false,
+        };
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.close(&reason, &mut cx))) {
+            self.stats.panics += 1;
+            tracing::error!(handler = ?id, panic = %panic_message(&*panic), "posa reactor: close panicked");
+        }
+        drop(handler);
+        self.core.timers.cancel_owned_by(|owner| *owner == id);
+        let slot = &mut self.slots[id.index()];
+        slot.occupied = false;
+        slot.generation = (slot.generation + 1) & (usize::MAX >> INDEX_BITS);
+        self.free.push(id.index());
+        self.live -= 1;
+        self.stats.closed += 1;
+        if self.core.draining && matches!(reason, CloseReason::Closed) {
+            self.drained += 1;
+        }
+    }
+
+    /// Runs until shutdown completes; returns what shutdown did.
+    pub fn run(&mut self) -> io::Result<ShutdownReport> {
+        loop {
+            if let Some(report) = self.turn()? {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// One turn: wait (bounded by the next timer), dispatch events, run posted jobs, fire
+    /// timers. Returns the report once shutdown has completed.
+    pub fn turn(&mut self) -> io::Result<Option<ShutdownReport>> {
+        let now = self.core.clock.now();
+        if !self.core.draining && self.core.handle.shared.mailbox.phase() == Phase::Draining {
+            self.begin_drain(now);
+        }
+        if let Some(deadline) = self.drain_deadline
+            && (self.live == 0 || now >= deadline)
+        {
+            return Ok(Some(self.finish_shutdown()));
+        }
+
+        let mut timeout = self
+            .core
+            .timers
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(now));
+        if !self.core.again.is_empty() || self.more_jobs {
+            timeout = Some(Duration::ZERO);
+        }
+        if let Some(deadline) = self.drain_deadline {
+            let left = deadline.saturating_duration_since(now);
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.events.clear(),
+            Err(e) => return Err(e),
+        }
+
+        let mut ready = std::mem::take(&mut self.ready);
+        let mut woken = false;
+        for event in self.events.iter() {
+            if event.token() == WAKE_TOKEN {
+                woken = true;
+            } else {
+                ready.push((HandlerId(event.token()), Readiness::from_event(event)));
+            }
+        }
+        ready.append(&mut self.core.again);
+        for (id, readiness) in ready.drain(..) {
+            self.dispatch(id, |h, cx| h.ready(readiness, cx));
+        }
+        self.ready = ready;
+
+        if woken || self.more_jobs || self.core.handle.shared.mailbox.is_notified() {
+            let mut jobs = std::mem::take(&mut self.jobs);
+            self.more_jobs = self
+                .core
+                .handle
+                .shared
+                .mailbox
+                .take_batch(self.config.post_budget, &mut jobs);
+            for job in jobs.drain(..) {
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job(self))) {
+                    self.stats.panics += 1;
+                    tracing::error!(panic = %panic_message(&*panic), "posa reactor: posted job panicked");
+                }
+            }
+            self.jobs = jobs;
+        }
+
+        let now = self.core.clock.now();
+        for _ in 0..self.config.timer_budget {
+            let Some((timer, owner)) = self.core.timers.poll(now) else {
+                break;
+            };
+            self.dispatch(owner, |h, cx| h.timeout(timer, cx));
+        }
+        Ok(None)
+    }
+
+    fn begin_drain(&mut self, now: Instant) {
+        self.core.draining = true;
+        let grace = *self.core.handle.shared.grace.lock();
+        self.drain_deadline = Some(now + grace);
+        tracing::info!(?grace, handlers = self.live, "posa reactor: draining");
+        let ids: Vec<HandlerId> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.occupied)
+            .map(|(i, s)| HandlerId::new(i, s.generation))
+            .collect();
+        for id in ids {
+            self.dispatch(id, |h, cx| h.drain(cx));
+        }
+    }
+
+    fn finish_shutdown(&mut self) -> ShutdownReport {
+        let ids: Vec<HandlerId> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.occupied)
+            .map(|(i, s)| HandlerId::new(i, s.generation))
+            .collect();
+        let forced = ids.len();
+        for id in ids {
+            self.close_slot(id, CloseReason::Shutdown);
+        }
+        let jobs_dropped = self.core.handle.shared.mailbox.stop().len();
+        let report = ShutdownReport {
+            drained: self.drained,
+            forced,
+            jobs_dropped,
+        };
+        tracing::info!(?report, "posa reactor: stopped");
+        let waiting = {
+            let mut state = self.core.handle.shared.report.lock();
+            state.done = Some(report);
+            std::mem::take(&mut state.waiting)
+        };
+        for completer in waiting {
+            completer.complete(Ok(report));
+        }
+        report
+    }
+}
+
+impl Drop for Reactor {
+    /// A reactor dropped without running to shutdown still closes every handler exactly once.
+    fn drop(&mut self) {
+        if self.core.handle.shared.mailbox.phase() != Phase::Stopped {
+            self.core.draining = true;
+            self.finish_shutdown();
+        }
+    }
+}
+
+impl fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reactor")
+            .field("handlers", &self.live)
+            .field("timers", &self.core.timers.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Log(std::sync::Mutex<Vec<String>>);
+    impl Log {
+        fn push(&self, s: impl Into<String>) {
+            self.0.lock().unwrap().push(s.into());
+        }
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    /// Records every upcall; arms the timers it is told to.
+    struct Probe {
+        name: &'static str,
+        log: std::sync::Arc<Log>,
+        timers: Vec<(u64, &'static str)>,
+        cancel: Option<&'static str>,
+        armed: Vec<(TimerId, &'static str)>,
+        panic_on_timeout: bool,
+        close_on_drain: bool,
+    }
+
+    impl Probe {
+        fn new(name: &'static str, log: &std::sync::Arc<Log>) -> Self {
+            Self {
+                name,
+                log: std::sync::Arc::clone(log),
+                timers: Vec::new(),
+                cancel: None,
+                armed: Vec::new(),
+                panic_on_timeout: false,
+                close_on_drain: true,
+            }
+        }
+    }
+
+    impl EventHandler for Probe {
+        fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+            self.log.push(format!("{} open", self.name));
+            for &(ms, label) in &self.timers {
+                let id = cx.set_timer(Duration::from_millis(ms));
+                self.armed.push((id, label));
+            }
+            if let Some(label) = self.cancel {
+                let id = self.armed.iter().find(|(_, l)| *l == label).unwrap().0;
+                assert!(cx.cancel_timer(id));
+            }
+            Ok(())
+        }
+        fn ready(&mut self, _: Readiness, _: &mut Context<'_>) {
+            self.log.push(format!("{} ready", self.name));
+        }
+        fn timeout(&mut self, timer: TimerId, _: &mut Context<'_>) {
+            assert!(!self.panic_on_timeout, "boom in {}", self.name);
+            let label = self.armed.iter().find(|(t, _)| *t == timer).unwrap().1;
+            self.log.push(format!("{} timer {label}", self.name));
+        }
+        fn drain(&mut self, cx: &mut Context<'_>) {
+            self.log.push(format!("{} drain", self.name));
+            if self.close_on_drain {
+                cx.close();
+            }
+        }
+        fn close(&mut self, reason: &CloseReason, _: &mut Context<'_>) {
+            let why = match reason {
+                CloseReason::Closed => "closed",
+                CloseReason::OpenFailed(_) => "open-failed",
+                CloseReason::Panicked(_) => "panicked",
+                CloseReason::Shutdown => "shutdown",
+            };
+            self.log.push(format!("{} close {why}", self.name));
+        }
+    }
+
+    #[test]
+    fn timers_fire_in_deadline_order_on_virtual_time_and_cancel_works() {
+        let clock = std::sync::Arc::new(ManualClock::new());
+        let mut r = Reactor::builder().clock(clock.clone()).build().unwrap();
+        let log = std::sync::Arc::new(Log::default());
+        let mut p = Probe::new("p", &log);
+        p.timers = vec![(30, "c"), (10, "a"), (20, "b"), (15, "x")];
+        p.cancel = Some("x");
+        r.add(p).unwrap();
+        assert_eq!(log.take(), vec!["p open"]);
+        clock.advance(Duration::from_millis(25));
+        r.turn().unwrap();
+        assert_eq!(log.take(), vec!["p timer a", "p timer b"]);
+        clock.advance(Duration::from_millis(5));
+        r.turn().unwrap();
+        assert_eq!(log.take(), vec!["p timer c"]);
+    }
+
+    #[test]
+    fn panicking_handler_is_closed_and_others_go_on() {
+        let clock = std::sync::Arc::new(ManualClock::new());
+        let mut r = Reactor::builder().clock(clock.clone()).build().unwrap();
+        let log = std::sync::Arc::new(Log::default());
+        let mut bad = Probe::new("bad", &log);
+        bad.timers = vec![(1, "t")];
+        bad.panic_on_timeout = true;
+        let mut good = Probe::new("good", &log);
+        good.timers = vec![(2, "t")];
+        r.add(bad).unwrap();
+        r.add(good).unwrap();
+        log.take();
+        clock.advance(Duration::from_millis(5));
+        r.turn().unwrap();
+        assert_eq!(log.take(), vec!["bad close panicked", "good timer t"]);
+        assert_eq!(r.stats().panics, 1);
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn stale_token_never_reaches_the_handler_that_reused_its_slot() {
+        let mut r = Reactor::new().unwrap();
+        let log = std::sync::Arc::new(Log::default());
+        let old = r.add(Probe::new("old", &log)).unwrap();
+        r.close_slot(old, CloseReason::Closed);
+        let new = r.add(Probe::new("new", &log)).unwrap();
+        assert_eq!(old.index(), new.index(), "slot reused");
+        assert_ne!(old, new, "with a new generation");
+        log.take();
+        r.dispatch(old, |h, cx| h.ready(Readiness::default(), cx));
+        assert!(log.take().is_empty(), "stale event was delivered");
+        r.dispatch(new, |h, cx| h.ready(Readiness::default(), cx));
+        assert_eq!(log.take(), vec!["new ready"]);
+    }
+
+    #[test]
+    fn failed_open_closes_once_and_reports_the_error() {
+        struct Fails(std::sync::Arc<AtomicUsize>);
+        impl EventHandler for Fails {
+            fn open(&mut self, _: &mut Context<'_>) -> io::Result<()> {
+                Err(io::Error::new(io::ErrorKind::AddrInUse, "taken"))
+            }
+            fn ready(&mut self, _: Readiness, _: &mut Context<'_>) {}
+            fn close(&mut self, reason: &CloseReason, _: &mut Context<'_>) {
+                assert!(matches!(reason, CloseReason::OpenFailed(_)));
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let closes = std::sync::Arc::new(AtomicUsize::new(0));
+        let mut r = Reactor::new().unwrap();
+        let err = r.add(Fails(closes.clone())).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(closes.load(Ordering::SeqCst), 1);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn call_again_redispatches_next_turn() {
+        struct Again(std::sync::Arc<AtomicUsize>);
+        impl EventHandler for Again {
+            fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+                cx.call_again(Readiness::default());
+                Ok(())
+            }
+            fn ready(&mut self, r: Readiness, cx: &mut Context<'_>) {
+                if self.0.fetch_add(1, Ordering::SeqCst) < 2 {
+                    cx.call_again(r);
+                }
+            }
+        }
+        let n = std::sync::Arc::new(AtomicUsize::new(0));
+        let mut r = Reactor::new().unwrap();
+        r.add(Again(n.clone())).unwrap();
+        for _ in 0..3 {
+            r.turn().unwrap(); // never blocks: a re-dispatch is pending each time
+        }
+        assert_eq!(n.load(Ordering::SeqCst), 3);
+        assert!(
+            r.core.again.is_empty(),
+            "no re-dispatch after the handler stopped asking"
+        );
+    }
+
+    #[test]
+    fn shutdown_from_another_thread_drains_forces_and_reports() {
+        let log = std::sync::Arc::new(Log::default());
+        let mut r = Reactor::new().unwrap();
+        let handle = r.handle();
+        let mut stubborn = Probe::new("stubborn", &log);
+        stubborn.close_on_drain = false;
+        r.add(stubborn).unwrap();
+        let runner = std::thread::spawn(move || r.run().unwrap());
+        let id = handle.add(Probe::new("polite", &log)).wait().into_result();
+        assert!(id.is_ok());
+        let (tx, rx) = std::sync::mpsc::channel();
+        handle
+            .post(move |r: &mut Reactor| tx.send(r.len()).unwrap())
+            .unwrap();
+        assert_eq!(rx.recv().unwrap(), 2);
+        let report = handle
+            .shutdown(Duration::from_millis(20))
+            .wait()
+            .into_result()
+            .unwrap();
+        assert_eq!(runner.join().unwrap(), report);
+        assert_eq!(
+            report,
+            ShutdownReport {
+                drained: 1,
+                forced: 1,
+                jobs_dropped: 0
+            }
+        );
+        let mut events = log.take();
+        events.sort();
+        assert_eq!(
+            events,
+            vec![
+                "polite close closed",
+                "polite drain",
+                "polite open",
+                "stubborn close shutdown",
+                "stubborn drain",
+                "stubborn open",
+            ]
+        );
+        // after stop: posts come back, and a late shutdown still gets the report
+        assert!(matches!(handle.post(|_| {}), Err(PostError::Closed(_))));
+        assert_eq!(
+            handle.shutdown(Duration::ZERO).wait().into_result(),
+            Ok(report)
+        );
+        assert_eq!(handle.phase(), Phase::Stopped);
+    }
+
+    #[test]
+    fn dropping_a_reactor_closes_every_handler_once() {
+        let log = std::sync::Arc::new(Log::default());
+        let mut r = Reactor::new().unwrap();
+        r.add(Probe::new("a", &log)).unwrap();
+        drop(r);
+        assert_eq!(log.take(), vec!["a open", "a close shutdown"]);
+    }
+}
