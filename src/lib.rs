@@ -9,6 +9,8 @@
 //! | [`monitor`] | Monitor Object, bounded blocking queue, Scoped/Strategized/Thread-Safe-Interface/Double-Checked locking, re-entrant and reader-writer locks |
 //! | [`tss`] | Thread-Specific Storage, contention-free counters and latency histograms |
 //! | [`clock`] | Lamport and hybrid logical clocks, and the `Clock` that every timer takes |
+//! | [`reactor`] | Reactor on mio: handler table, timer queue, cross-thread handle, two-phase shutdown |
+//! | [`net`] | Acceptor (TCP/Unix, connection limit, descriptor exhaustion) and the echo service/server |
 //! | [`sync`] | the one door to synchronization types (std/parking_lot, or loom under `--cfg posa_loom`) |
 //!
 //! See `docs/architecture.md` for the layering and the reasons behind it.
@@ -18,6 +20,7 @@
 pub mod act;
 pub mod clock;
 pub mod monitor;
+pub mod net;
 pub mod reactor;
 pub mod sync;
 pub mod tss;
@@ -33,6 +36,10 @@ mod doc_pages {
     struct Tss;
     #[doc = include_str!("../docs/clock.md")]
     struct Clock;
+    #[doc = include_str!("../docs/reactor.md")]
+    struct Reactor;
+    #[doc = include_str!("../docs/net.md")]
+    struct Net;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }

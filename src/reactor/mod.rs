@@ -34,7 +34,7 @@
 //!         self.left -= 1;
 //!         if self.left == 0 {
 //!             cx.close();
-//!             cx.handle().shutdown(Duration::from_secs(1));
+//!             let _report = cx.handle().shutdown(Duration::from_secs(1)); // a token; run() returns it too
 //!         } else {
 //!             cx.set_timer(Duration::from_millis(1));
 //!         }

@@ -1,0 +1,528 @@
+//! The echo service and server: what `posa echo-server` and `examples/echo_server.rs` run.
+//!
+//! # The service handler
+//! [`Echo`] writes back every byte it reads, in order, with bounded memory:
+//! - Reads land in a per-thread 64 KiB scratch buffer (Thread-Specific Storage) and are written
+//!   straight back; only what the peer will not take yet is copied into the connection's own
+//!   buffer, which never holds more than the configured bound and is freed once drained. An
+//!   idle connection owns no buffer at all.
+//! - Backpressure: while its buffer is full the handler stops reading, so a peer that never
+//!   reads fills its own kernel buffers and then blocks, instead of growing server memory.
+//! - Half-close: when the peer shuts down its write side, the handler finishes echoing, then
+//!   shuts down its own write side and closes.
+//! - Idle timeout: re-armed on every read (an O(1) lazy re-arm in the timer queue).
+//! - Drain (graceful shutdown): stops reading, flushes what it owes, then closes.
+//!
+//! # The server
+//! [`Server::start`] binds, starts the reactors of the chosen [`Model`] on their threads, and
+//! puts an [`Acceptor`](super::Acceptor) on the first one.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::str::FromStr;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::Interest;
+
+use super::{
+    AcceptStats, Acceptor, Addr, ConnGuard, ConnLimit, Listener, Peer, Placement, ServiceFactory,
+    Stream,
+};
+use crate::reactor::{
+    CloseReason, Context, EventHandler, Reactor, ReactorHandle, Readiness, ShutdownReport, TimerId,
+};
+use crate::sync::Arc;
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+const SCRATCH_LEN: usize = 64 * 1024;
+
+crate::sync::thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
+}
+
+/// Settings of the echo service.
+#[derive(Debug, Clone)]
+pub struct EchoConfig {
+    /// Most bytes a connection buffers for a slow reader before it stops reading (at least 1).
+    pub buffer: usize,
+    /// Close a connection that sent nothing for this long.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for EchoConfig {
+    fn default() -> Self {
+        Self {
+            buffer: 64 * 1024,
+            idle_timeout: None,
+        }
+    }
+}
+
+/// What the echo service counts, across all connections.
+#[derive(Debug, Default)]
+pub struct EchoStats {
+    /// Bytes read (and so echoed or owed).
+    pub bytes: AtomicU64,
+    /// The most bytes any connection held at once.
+    pub max_buffered: AtomicUsize,
+    /// Connections closed by the idle timeout.
+    pub idle_closed: AtomicU64,
+    /// Connections closed because of an I/O error (resets included).
+    pub errors: AtomicU64,
+    /// Connections closed.
+    pub closed: AtomicU64,
+}
+
+/// The echo service handler for one connection. See the [module docs](self).
+pub struct Echo {
+    stream: Stream,
+    peer: Peer,
+    pending: Vec<u8>,
+    sent: usize,
+    cap: usize,
+    read_closed: bool,
+    draining: bool,
+    idle: Option<(Duration, TimerId)>,
+    idle_after: Option<Duration>,
+    stats: Arc<EchoStats>,
+    _guard: ConnGuard,
+}
+
+enum Step {
+    Continue,
+    Done,
+}
+
+impl Echo {
+    fn owed(&self) -> usize {
+        self.pending.len() - self.sent
+    }
+
+    fn flush(&mut self) -> io::Result<bool> {
+        let mut progress = false;
+        while self.sent < self.pending.len() {
+            match self.stream.write(&self.pending[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.sent += n;
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.sent == self.pending.len() && !self.pending.is_empty() {
+            self.sent = 0;
+            if self.pending.capacity() > 16 * 1024 {
+                self.pending = Vec::new(); // give the memory back once a burst is over
+            } else {
+                self.pending.clear();
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Writes `data` (just read) straight back; keeps what the peer will not take.
+    fn echo(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut off = 0;
+        if self.owed() == 0 {
+            while off < data.len() {
+                match self.stream.write(&data[off..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => off += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if off < data.len() {
+            self.pending.extend_from_slice(&data[off..]);
+            self.stats
+                .max_buffered
+                .fetch_max(self.owed(), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn read_once(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        let room = self.cap.saturating_sub(self.owed()).min(SCRATCH_LEN);
+        if self.read_closed || self.draining || room == 0 {
+            return Ok(false);
+        }
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let buf = &mut scratch[..room];
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    self.read_closed = true;
+                    Ok(true)
+                }
+                Ok(n) => {
+                    self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    if let Some((after, id)) = self.idle {
+                        cx.reset_timer(id, after);
+                    }
+                    self.echo(&buf[..n])?;
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn pump(&mut self, cx: &mut Context<'_>) -> io::Result<Step> {
+        loop {
+            let wrote = self.flush()?;
+            let read = self.read_once(cx)?;
+            if !wrote && !read {
+                break;
+            }
+        }
+        if (self.read_closed || self.draining) && self.owed() == 0 {
+            // Everything read has been echoed: finish with an orderly close of our side.
+            let _ = self.stream.shutdown(Shutdown::Write);
+            return Ok(Step::Done);
+        }
+        Ok(Step::Continue)
+    }
+
+    fn run(&mut self, cx: &mut Context<'_>) {
+        match self.pump(cx) {
+            Ok(Step::Continue) => {}
+            Ok(Step::Done) => cx.close(),
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "echo: connection error");
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                cx.close();
+            }
+        }
+    }
+}
+
+impl EventHandler for Echo {
+    fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        cx.register(&mut self.stream, Interest::READABLE | Interest::WRITABLE)?;
+        if let Some(after) = self.idle_after {
+            self.idle = Some((after, cx.set_timer(after)));
+        }
+        Ok(())
+    }
+
+    fn ready(&mut self, readiness: Readiness, cx: &mut Context<'_>) {
+        if readiness.error && !readiness.readable {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            cx.close();
+            return;
+        }
+        self.run(cx);
+    }
+
+    fn timeout(&mut self, timer: TimerId, cx: &mut Context<'_>) {
+        if self.idle.is_some_and(|(_, id)| id == timer) {
+            tracing::debug!(peer = %self.peer, "echo: idle timeout");
+            self.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+            cx.close();
+        }
+    }
+
+    fn drain(&mut self, cx: &mut Context<'_>) {
+        self.draining = true;
+        self.run(cx);
+    }
+
+    fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
+        self.stats.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Makes an [`Echo`] per connection.
+#[derive(Debug, Clone)]
+pub struct EchoFactory {
+    config: EchoConfig,
+    stats: Arc<EchoStats>,
+}
+
+impl EchoFactory {
+    /// A factory with these settings, counting into `stats`.
+    pub fn new(config: EchoConfig, stats: Arc<EchoStats>) -> Self {
+        Self { config, stats }
+    }
+}
+
+impl ServiceFactory for EchoFactory {
+    type Handler = Echo;
+
+    fn make(&mut self, stream: Stream, peer: Peer, guard: ConnGuard) -> Echo {
+        Echo {
+            stream,
+            peer,
+            pending: Vec::new(),
+            sent: 0,
+            cap: self.config.buffer.max(1),
+            read_closed: false,
+            draining: false,
+            idle: None,
+            idle_after: self.config.idle_timeout,
+            stats: Arc::clone(&self.stats),
+            _guard: guard,
+        }
+    }
+}
+
+/// How the server spreads work over threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// One reactor on one thread.
+    Reactor,
+    /// One reactor per thread; the acceptor hands connections out round-robin.
+    ReactorPool,
+}
+
+/// A model name that is not one of the known models.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownModel(String);
+
+impl fmt::Display for UnknownModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown model {:?}: expected reactor or reactor-pool",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownModel {}
+
+impl FromStr for Model {
+    type Err = UnknownModel;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reactor" => Ok(Model::Reactor),
+            "reactor-pool" => Ok(Model::ReactorPool),
+            other => Err(UnknownModel(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Model::Reactor => "reactor",
+            Model::ReactorPool => "reactor-pool",
+        })
+    }
+}
+
+/// Everything `posa echo-server` takes.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub addr: Addr,
+    /// Threading model.
+    pub model: Model,
+    /// Reactor threads for the pool model (ignored by `reactor`).
+    pub threads: usize,
+    /// Connections open at once, at most.
+    pub max_conns: usize,
+    /// The service's settings.
+    pub echo: EchoConfig,
+    /// Reactor budgets and thresholds.
+    pub reactor: crate::reactor::Config,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: Addr::Tcp(([127, 0, 0, 1], 7000).into()),
+            model: Model::Reactor,
+            threads: 2,
+            max_conns: 10_000,
+            echo: EchoConfig::default(),
+            reactor: crate::reactor::Config::default(),
+        }
+    }
+}
+
+/// A running echo server. Dropping it without [`Server::shutdown`] detaches its threads.
+pub struct Server {
+    local_addr: Addr,
+    handles: Vec<ReactorHandle>,
+    threads: Vec<JoinHandle<io::Result<ShutdownReport>>>,
+    limit: Arc<ConnLimit>,
+    accept_stats: Arc<AcceptStats>,
+    echo_stats: Arc<EchoStats>,
+}
+
+impl Server {
+    /// Binds and starts the reactors; returns once the acceptor is accepting.
+    pub fn start(config: ServerConfig) -> io::Result<Server> {
+        let listener = Listener::bind(&config.addr)?;
+        let local_addr = listener.local_addr()?;
+        let n = match config.model {
+            Model::Reactor => 1,
+            Model::ReactorPool => config.threads.max(1),
+        };
+        let mut reactors = (0..n)
+            .map(|_| Reactor::builder().config(config.reactor.clone()).build())
+            .collect::<io::Result<Vec<_>>>()?;
+        let handles: Vec<ReactorHandle> = reactors.iter().map(Reactor::handle).collect();
+        let limit = ConnLimit::new(config.max_conns);
+        let echo_stats = Arc::new(EchoStats::default());
+        let factory = EchoFactory::new(config.echo.clone(), Arc::clone(&echo_stats));
+        let mut acceptor = Acceptor::new(listener, factory, Arc::clone(&limit));
+        if n > 1 {
+            acceptor = acceptor.placement(Placement::RoundRobin {
+                reactors: handles.clone(),
+                own: 0,
+            });
+        }
+        let accept_stats = acceptor.stats();
+        reactors[0].add(acceptor)?;
+        let threads = reactors
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut reactor)| {
+                std::thread::Builder::new()
+                    .name(format!("posa-reactor-{i}"))
+                    .spawn(move || reactor.run())
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Server {
+            local_addr,
+            handles,
+            threads,
+            limit,
+            accept_stats,
+            echo_stats,
+        })
+    }
+
+    /// The address it listens on (the real port if 0 was asked for).
+    pub fn local_addr(&self) -> &Addr {
+        &self.local_addr
+    }
+
+    /// Handles to its reactors (the first runs the acceptor).
+    pub fn handles(&self) -> &[ReactorHandle] {
+        &self.handles
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.limit.open()
+    }
+
+    /// The acceptor's counters (shared: they stay readable after [`join`](Self::join)).
+    pub fn accept_stats(&self) -> Arc<AcceptStats> {
+        Arc::clone(&self.accept_stats)
+    }
+
+    /// The echo service's counters (shared: they stay readable after [`join`](Self::join)).
+    pub fn echo_stats(&self) -> Arc<EchoStats> {
+        Arc::clone(&self.echo_stats)
+    }
+
+    /// Closes the server on SIGINT or SIGTERM: each signal starts a drain of `grace`.
+    pub fn shutdown_on_signals(&self, grace: Duration) -> io::Result<()> {
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let read = mio::net::UnixStream::from_std(read);
+        let mut ids = Vec::new();
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            ids.push(signal_hook::low_level::pipe::register(
+                sig,
+                write.try_clone()?,
+            )?);
+        }
+        let signals = SignalHandler {
+            read,
+            ids,
+            handles: self.handles.clone(),
+            grace,
+        };
+        match self.handles[0].add(signals).wait().into_result() {
+            Ok(_) => Ok(()),
+            Err(crate::act::Error::Failed(e)) => Err(e),
+            Err(_) => Err(io::Error::other(
+                "the server stopped before signals were installed",
+            )),
+        }
+    }
+
+    /// Starts a graceful shutdown of every reactor: intake stops, connections drain for up to
+    /// `grace`, the rest are closed. Returns at once; [`join`](Self::join) waits.
+    pub fn shutdown(&self, grace: Duration) {
+        for h in &self.handles {
+            drop(h.shutdown(grace));
+        }
+    }
+
+    /// Waits for every reactor to stop; returns their reports (first: the acceptor's).
+    pub fn join(self) -> io::Result<Vec<ShutdownReport>> {
+        self.threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("reactor thread panicked")))
+            })
+            .collect()
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("reactors", &self.handles.len())
+            .field("open_connections", &self.open_connections())
+            .finish()
+    }
+}
+
+/// Turns SIGINT/SIGTERM (written to a socket by signal-hook's handler) into a shutdown.
+struct SignalHandler {
+    read: mio::net::UnixStream,
+    ids: Vec<signal_hook::SigId>,
+    handles: Vec<ReactorHandle>,
+    grace: Duration,
+}
+
+impl EventHandler for SignalHandler {
+    fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        cx.register(&mut self.read, Interest::READABLE)
+    }
+
+    fn ready(&mut self, _: Readiness, _: &mut Context<'_>) {
+        let mut buf = [0u8; 64];
+        let mut got = false;
+        loop {
+            match self.read.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => got = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break, // WouldBlock: drained
+            }
+        }
+        if got {
+            tracing::info!(grace = ?self.grace, "posa: signal received; shutting down");
+            for h in &self.handles {
+                drop(h.shutdown(self.grace));
+            }
+        }
+    }
+
+    fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}

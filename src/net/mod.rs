@@ -1,0 +1,358 @@
+//! Acceptor-Connector: the connection-setup half of a server, decoupled from the service.
+//!
+//! - [`Acceptor`] is an [`EventHandler`](crate::reactor::EventHandler) that owns a listener
+//!   (TCP v4/v6 or Unix), accepts until `WouldBlock` (within a budget), makes a service handler
+//!   for each connection through a [`ServiceFactory`], and activates it on a reactor: its own, or
+//!   round-robin over a pool of reactors. It enforces a connection limit and survives file
+//!   descriptor exhaustion without spinning.
+//! - [`echo`] is the service of the echo server: bounded buffering with backpressure, half-close,
+//!   idle timeout, graceful drain.
+//!
+//! Addresses are `host:port` (`127.0.0.1:7000`, `[::1]:7000`) or `unix:/path`.
+
+mod acceptor;
+pub mod echo;
+
+pub use acceptor::{AcceptStats, Acceptor, Placement, ServiceFactory};
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+
+use crate::sync::Arc;
+use crate::sync::atomic::{AtomicUsize, Ordering};
+
+/// Where to listen or connect: a socket address or a Unix socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addr {
+    /// TCP over IPv4 or IPv6.
+    Tcp(SocketAddr),
+    /// A Unix domain stream socket at this path.
+    Unix(PathBuf),
+}
+
+/// An address string that is neither `host:port` nor `unix:/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrParseError(String);
+
+impl fmt::Display for AddrParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid address {:?}: expected IP:PORT (127.0.0.1:7000, [::1]:7000) or unix:/path",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for AddrParseError {}
+
+impl FromStr for Addr {
+    type Err = AddrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(AddrParseError(s.to_owned()));
+            }
+            return Ok(Addr::Unix(PathBuf::from(path)));
+        }
+        s.parse()
+            .map(Addr::Tcp)
+            .map_err(|_| AddrParseError(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Tcp(a) => write!(f, "{a}"),
+            Addr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A listening socket, TCP or Unix, non-blocking.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP listener.
+    Tcp(mio::net::TcpListener),
+    /// Unix listener (the path is removed when it drops).
+    Unix(mio::net::UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds to `addr`. For a Unix path, a stale socket file left by a dead server is removed
+    /// first; any other existing file is an error.
+    pub fn bind(addr: &Addr) -> io::Result<Self> {
+        match addr {
+            Addr::Tcp(a) => mio::net::TcpListener::bind(*a).map(Listener::Tcp),
+            Addr::Unix(path) => {
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    use std::os::unix::fs::FileTypeExt;
+                    if !meta.file_type().is_socket() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            format!("{} exists and is not a socket", path.display()),
+                        ));
+                    }
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            format!("a server is listening on {}", path.display()),
+                        ));
+                    }
+                    std::fs::remove_file(path)?;
+                }
+                mio::net::UnixListener::bind(path).map(|l| Listener::Unix(l, path.clone()))
+            }
+        }
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> io::Result<Addr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(Addr::Tcp),
+            Listener::Unix(_, p) => Ok(Addr::Unix(p.clone())),
+        }
+    }
+
+    /// Accepts one pending connection.
+    pub fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Listener::Tcp(l) => l.accept().map(|(s, a)| (Stream::Tcp(s), Peer::Tcp(a))),
+            Listener::Unix(l, _) => l.accept().map(|(s, _)| (Stream::Unix(s), Peer::Unix)),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Source for Listener {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.register(r, t, i),
+            Listener::Unix(l, _) => l.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.reregister(r, t, i),
+            Listener::Unix(l, _) => l.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.deregister(r),
+            Listener::Unix(l, _) => l.deregister(r),
+        }
+    }
+}
+
+/// Who connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP peer's address.
+    Tcp(SocketAddr),
+    /// A Unix socket peer (unnamed).
+    Unix,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Unix => f.write_str("unix"),
+        }
+    }
+}
+
+/// A connected stream, TCP or Unix, non-blocking.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP stream.
+    Tcp(mio::net::TcpStream),
+    /// Unix stream.
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    /// Shuts down one or both directions.
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// A cap on concurrent connections, shared by every acceptor and reactor of a server.
+#[derive(Debug)]
+pub struct ConnLimit {
+    max: usize,
+    open: AtomicUsize,
+}
+
+impl ConnLimit {
+    /// At most `max` connections open at once.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes a place if one is free; the guard gives it back when dropped.
+    /// (An associated function: loom's `Arc` cannot be a method receiver.)
+    pub fn try_acquire(this: &Arc<Self>) -> Option<ConnGuard> {
+        let mut open = this.open.load(Ordering::Acquire);
+        loop {
+            if open >= this.max {
+                return None;
+            }
+            match this.open.compare_exchange_weak(
+                open,
+                open + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Some(ConnGuard {
+                        limit: Arc::clone(this),
+                    });
+                }
+                Err(seen) => open = seen,
+            }
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// The cap.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// One place under a [`ConnLimit`]; released on drop.
+#[derive(Debug)]
+pub struct ConnGuard {
+    limit: Arc<ConnLimit>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.limit.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_and_bad_ones_are_typed_errors() {
+        assert_eq!(
+            "127.0.0.1:7000".parse::<Addr>().unwrap(),
+            Addr::Tcp("127.0.0.1:7000".parse().unwrap())
+        );
+        assert!(matches!("[::1]:0".parse::<Addr>(), Ok(Addr::Tcp(a)) if a.is_ipv6()));
+        assert_eq!(
+            "unix:/tmp/x.sock".parse::<Addr>().unwrap(),
+            Addr::Unix("/tmp/x.sock".into())
+        );
+        for bad in ["", "localhost", "unix:", "1.2.3.4", "127.0.0.1:99999"] {
+            assert!(bad.parse::<Addr>().is_err(), "{bad:?} parsed");
+        }
+        assert!(
+            "nope"
+                .parse::<Addr>()
+                .unwrap_err()
+                .to_string()
+                .contains("unix:/path")
+        );
+    }
+
+    #[test]
+    fn conn_limit_caps_and_releases() {
+        let limit = ConnLimit::new(2);
+        let a = ConnLimit::try_acquire(&limit).unwrap();
+        let _b = ConnLimit::try_acquire(&limit).unwrap();
+        assert!(ConnLimit::try_acquire(&limit).is_none());
+        drop(a);
+        assert_eq!(limit.open(), 1);
+        assert!(ConnLimit::try_acquire(&limit).is_some());
+    }
+
+    #[test]
+    fn unix_bind_refuses_a_regular_file_and_replaces_a_stale_socket() {
+        let dir = std::env::temp_dir().join(format!("posa-net-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("plain");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Listener::bind(&Addr::Unix(file.clone())).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        let sock = dir.join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap()); // leaves a dead socket file
+        let l = Listener::bind(&Addr::Unix(sock.clone())).unwrap();
+        drop(l);
+        assert!(!sock.exists(), "the listener removes its socket file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

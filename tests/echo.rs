@@ -1,0 +1,285 @@
+//! The echo server on real loopback sockets: many concurrent connections with random payloads,
+//! half-close, abrupt resets, a client that never reads, idle timeout, the connection limit,
+//! Unix sockets, and graceful shutdown. Every loop is bounded in count and time.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use posa::net::Addr;
+use posa::net::echo::{EchoConfig, Model, Server, ServerConfig};
+
+const SAFETY: Duration = Duration::from_secs(20);
+
+fn start(model: Model, echo: EchoConfig, max_conns: usize) -> Server {
+    Server::start(ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        model,
+        threads: 2,
+        max_conns,
+        echo,
+        ..ServerConfig::default()
+    })
+    .expect("server starts")
+}
+
+fn tcp_addr(server: &Server) -> std::net::SocketAddr {
+    match server.local_addr() {
+        Addr::Tcp(a) => *a,
+        other => panic!("not tcp: {other}"),
+    }
+}
+
+fn connect(server: &Server) -> TcpStream {
+    let s = TcpStream::connect(tcp_addr(server)).expect("connect");
+    s.set_read_timeout(Some(SAFETY)).unwrap();
+    s.set_write_timeout(Some(SAFETY)).unwrap();
+    s
+}
+
+/// Deterministic xorshift, so a failure reproduces.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Writes everything, half-closes, reads until EOF: a full echo exchange.
+fn exchange<S: Read + Write>(s: &mut S, payload: &[u8], shutdown: impl FnOnce(&S)) -> Vec<u8> {
+    s.write_all(payload).expect("write");
+    shutdown(s);
+    let mut back = Vec::with_capacity(payload.len());
+    s.read_to_end(&mut back).expect("read to EOF");
+    back
+}
+
+fn raise_fd_limit() {
+    // 500 client + 500 server sockets in one process: lift the soft limit to the hard one.
+    // SAFETY: getrlimit/setrlimit with a valid, initialized struct; no memory is shared.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(8192);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn many_connections(model: Model) {
+    raise_fd_limit();
+    let server = start(model, EchoConfig::default(), 10_000);
+    const CONNS: usize = 500;
+    const THREADS: usize = 5;
+    // open every connection first, so all 500 are concurrent
+    let mut conns: Vec<TcpStream> = (0..CONNS).map(|_| connect(&server)).collect();
+    let mut groups: Vec<Vec<TcpStream>> = (0..THREADS).map(|_| Vec::new()).collect();
+    for (i, c) in conns.drain(..).enumerate() {
+        groups[i % THREADS].push(c);
+    }
+    let workers: Vec<_> = groups
+        .into_iter()
+        .enumerate()
+        .map(|(t, group)| {
+            std::thread::spawn(move || {
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1));
+                let mut bytes = 0;
+                for mut c in group {
+                    let size = 1 + (rng.next() % (64 * 1024)) as usize;
+                    let payload = rng.bytes(size);
+                    let back = exchange(&mut c, &payload, |s| s.shutdown(Shutdown::Write).unwrap());
+                    assert!(
+                        back == payload,
+                        "echo differs ({} bytes sent, {} back)",
+                        size,
+                        back.len()
+                    );
+                    bytes += size;
+                }
+                bytes
+            })
+        })
+        .collect();
+    let sent: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let echo = server.echo_stats();
+    let accepts = server.accept_stats();
+    server.shutdown(Duration::from_secs(5));
+    let reports = server.join().unwrap();
+    assert_eq!(accepts.accepted.load(Ordering::Relaxed), CONNS as u64);
+    assert_eq!(echo.bytes.load(Ordering::Relaxed), sent as u64);
+    assert_eq!(
+        echo.closed.load(Ordering::Relaxed),
+        CONNS as u64,
+        "each closed exactly once"
+    );
+    assert!(
+        reports.iter().all(|r| r.forced == 0 && r.jobs_dropped == 0),
+        "{reports:?}"
+    );
+}
+
+#[test]
+fn five_hundred_concurrent_connections_echo_random_payloads_single_reactor() {
+    many_connections(Model::Reactor);
+}
+
+#[test]
+fn five_hundred_concurrent_connections_echo_random_payloads_reactor_pool() {
+    many_connections(Model::ReactorPool);
+}
+
+#[test]
+fn abrupt_reset_mid_stream_closes_that_connection_only() {
+    let server = start(Model::Reactor, EchoConfig::default(), 100);
+    let victim = connect(&server);
+    let sock = socket2::Socket::from(victim);
+    sock.set_linger(Some(Duration::ZERO)).unwrap(); // close sends RST
+    (&sock).write_all(&[7u8; 10_000]).unwrap();
+    drop(sock);
+    let mut ok = connect(&server);
+    let back = exchange(&mut ok, b"still serving", |s| {
+        s.shutdown(Shutdown::Write).unwrap()
+    });
+    assert_eq!(back, b"still serving");
+    let echo = server.echo_stats();
+    server.shutdown(Duration::from_secs(5));
+    server.join().unwrap();
+    assert_eq!(echo.closed.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_grow_server_memory_past_the_bound() {
+    const BOUND: usize = 16 * 1024;
+    let server = start(
+        Model::Reactor,
+        EchoConfig {
+            buffer: BOUND,
+            idle_timeout: None,
+        },
+        100,
+    );
+    let hog = connect(&server);
+    hog.set_nonblocking(true).unwrap();
+    let chunk = vec![1u8; 64 * 1024];
+    let mut written = 0usize;
+    let mut blocked = 0;
+    // Bounded: at most 256 MiB of attempts. Writes stall once every buffer on the path is full.
+    while written < 256 << 20 && blocked < 2_000 {
+        match (&hog).write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                blocked += 1;
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    assert!(
+        blocked > 0,
+        "server kept reading {written} bytes from a peer that never reads"
+    );
+    let echo = server.echo_stats();
+    server.shutdown(Duration::from_millis(50)); // it cannot flush: the peer never reads
+    let reports = server.join().unwrap();
+    let max = echo.max_buffered.load(Ordering::Relaxed);
+    assert!(
+        max <= BOUND,
+        "a connection buffered {max} bytes, bound {BOUND}"
+    );
+    assert!(written < 256 << 20, "backpressure never reached the client");
+    assert_eq!(
+        reports[0].forced, 1,
+        "the stuck connection is closed at the deadline"
+    );
+}
+
+#[test]
+fn idle_connection_is_closed_by_its_timer() {
+    let server = start(
+        Model::Reactor,
+        EchoConfig {
+            buffer: 1024,
+            idle_timeout: Some(Duration::from_millis(50)),
+        },
+        100,
+    );
+    let mut quiet = connect(&server);
+    quiet.write_all(b"x").unwrap();
+    let mut back = Vec::new();
+    quiet
+        .read_to_end(&mut back)
+        .expect("server closes the idle connection");
+    assert_eq!(back, b"x");
+    let echo = server.echo_stats();
+    server.shutdown(Duration::from_secs(1));
+    server.join().unwrap();
+    assert_eq!(echo.idle_closed.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn connection_limit_refuses_cleanly_and_frees_places() {
+    let server = start(Model::Reactor, EchoConfig::default(), 2);
+    let mut a = connect(&server);
+    let mut b = connect(&server);
+    // both are served (and so both places are taken before the third connects)
+    for s in [&mut a, &mut b] {
+        s.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+    let mut refused = connect(&server);
+    let mut buf = [0u8; 1];
+    let n = refused.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "a refused connection is closed, not served");
+    drop((a, b));
+    let accepts = server.accept_stats();
+    server.shutdown(Duration::from_secs(1));
+    server.join().unwrap();
+    assert_eq!(accepts.rejected_limit.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn unix_socket_echo_with_half_close() {
+    let path = std::env::temp_dir().join(format!("posa-echo-{}.sock", std::process::id()));
+    let server = Server::start(ServerConfig {
+        addr: Addr::Unix(path.clone()),
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(SAFETY)).unwrap();
+    let payload = Rng(42).bytes(200_000);
+    let back = exchange(&mut s, &payload, |s| s.shutdown(Shutdown::Write).unwrap());
+    assert!(back == payload);
+    server.shutdown(Duration::from_secs(1));
+    server.join().unwrap();
+    assert!(!path.exists(), "socket file removed at shutdown");
+}
+
+#[test]
+fn graceful_shutdown_returns_what_was_read_then_closes_in_order() {
+    let server = start(Model::ReactorPool, EchoConfig::default(), 100);
+    let mut c = connect(&server);
+    c.write_all(&[5u8; 4096]).unwrap();
+    let mut first = vec![0u8; 4096];
+    c.read_exact(&mut first).unwrap(); // the server has read (and echoed) this chunk
+    server.shutdown(Duration::from_secs(5));
+    let mut rest = Vec::new();
+    let end = c.read_to_end(&mut rest);
+    assert!(end.is_ok(), "orderly close expected, got {end:?}");
+    assert!(rest.is_empty());
+    let reports = server.join().unwrap();
+    assert!(reports.iter().all(|r| r.forced == 0), "{reports:?}");
+}
