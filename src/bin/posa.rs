@@ -153,7 +153,7 @@ const PATTERNS: &[Pattern] = &[
         doc: "docs/clock.md",
     },
     Pattern {
-        name: "Reactor",
+        name: "Reactor (and reactor-per-thread pool)",
         module: "posa::reactor",
         built: true,
         doc: "docs/reactor.md",
@@ -165,7 +165,7 @@ const PATTERNS: &[Pattern] = &[
         doc: "docs/reactor.md",
     },
     Pattern {
-        name: "Acceptor-Connector (acceptor side)",
+        name: "Acceptor-Connector",
         module: "posa::net",
         built: true,
         doc: "docs/net.md",

@@ -5,15 +5,20 @@
 //!   for each connection through a [`ServiceFactory`], and activates it on a reactor: its own, or
 //!   round-robin over a pool of reactors. It enforces a connection limit and survives file
 //!   descriptor exhaustion without spinning.
+//! - [`connect`] / [`connect_from`] are the Connector: a non-blocking connect completed on
+//!   writable + `SO_ERROR`, with a per-attempt timeout and bounded retries (exponential backoff,
+//!   full jitter, retryable errors only), answered through an [`act`](crate::act) token.
 //! - [`echo`] is the service of the echo server: bounded buffering with backpressure, half-close,
 //!   idle timeout, graceful drain.
 //!
 //! Addresses are `host:port` (`127.0.0.1:7000`, `[::1]:7000`) or `unix:/path`.
 
 mod acceptor;
+mod connector;
 pub mod echo;
 
 pub use acceptor::{AcceptStats, Acceptor, Placement, ServiceFactory};
+pub use connector::{ConnectError, ConnectOptions, ConnectToken, connect, connect_from};
 
 use std::fmt;
 use std::io::{self, Read, Write};

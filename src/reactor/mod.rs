@@ -517,6 +517,19 @@ impl Reactor {
         self.live == 0
     }
 
+    /// Closes handler `id` (its `close` runs with [`CloseReason::Closed`]). Returns `false` if it
+    /// is already gone, or if it is in the middle of an upcall (it can close itself then).
+    pub fn close(&mut self, id: HandlerId) -> bool {
+        let index = id.index();
+        let live = self.slots.get(index).is_some_and(|slot| {
+            slot.occupied && slot.handler.is_some() && HandlerId::new(index, slot.generation) == id
+        });
+        if live {
+            self.close_slot(id, CloseReason::Closed);
+        }
+        live
+    }
+
     /// Adds and opens a handler on this thread.
     pub fn add(&mut self, handler: impl EventHandler) -> io::Result<HandlerId> {
         self.add_boxed(Box::new(handler))

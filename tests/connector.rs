@@ -1,0 +1,153 @@
+//! The Connector on loopback: success hands the stream over, refused ports retry a bounded
+//! number of times, a full backlog times out, cancellation is prompt and typed, Unix sockets,
+//! and a reactor shutdown answers pending connects.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use posa::act::Outcome;
+use posa::net::{Addr, ConnectError, ConnectOptions, Stream, connect};
+use posa::reactor::{Reactor, ReactorHandle, ShutdownReport};
+
+fn reactor() -> (ReactorHandle, JoinHandle<io::Result<ShutdownReport>>) {
+    let mut r = Reactor::new().unwrap();
+    let h = r.handle();
+    (h, std::thread::spawn(move || r.run()))
+}
+
+fn stop(handle: ReactorHandle, thread: JoinHandle<io::Result<ShutdownReport>>) {
+    drop(handle.shutdown(Duration::from_secs(1)));
+    thread.join().unwrap().unwrap();
+}
+
+/// A listener that never accepts and whose backlog is full: new connects hang.
+fn black_hole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    s.listen(0).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    // fill the accept queue (backlog 0 admits one; a few more for slack), non-blocking so a
+    // connect that would hang is simply abandoned
+    let fill = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
+        })
+        .collect();
+    (s, fill, addr)
+}
+
+fn quick(attempts: u32, timeout_ms: u64) -> ConnectOptions {
+    ConnectOptions {
+        timeout: Duration::from_millis(timeout_ms),
+        attempts,
+        base_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+    }
+}
+
+#[test]
+fn connects_and_hands_over_an_unregistered_stream() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (h, t) = reactor();
+    let outcome = connect(&h, Addr::Tcp(addr), ConnectOptions::default()).wait();
+    let Outcome::Completed(Ok(Stream::Tcp(s))) = outcome else {
+        panic!("expected a stream, got {outcome:?}")
+    };
+    assert_eq!(s.peer_addr().unwrap(), addr);
+    let (_server_side, peer) = listener.accept().unwrap();
+    assert_eq!(peer, s.local_addr().unwrap());
+    // the stream is ours to register anywhere: a fresh poll takes it
+    let poll = mio::Poll::new().unwrap();
+    let mut s = s;
+    poll.registry()
+        .register(&mut s, mio::Token(1), mio::Interest::READABLE)
+        .unwrap();
+    stop(h, t);
+}
+
+#[test]
+fn refused_port_is_retried_a_bounded_number_of_times() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap(); // now closed
+    let (h, t) = reactor();
+    match connect(&h, Addr::Tcp(addr), quick(3, 1_000))
+        .wait()
+        .into_result()
+    {
+        Err(posa::act::Error::Failed(ConnectError::Failed { attempts, last })) => {
+            assert_eq!(attempts, 3);
+            assert_eq!(last.kind(), io::ErrorKind::ConnectionRefused);
+        }
+        other => panic!("expected refused after 3 attempts, got {other:?}"),
+    }
+    stop(h, t);
+}
+
+#[test]
+fn full_backlog_times_out_after_the_last_attempt() {
+    let (_listener, _fill, addr) = black_hole();
+    let (h, t) = reactor();
+    match connect(&h, Addr::Tcp(addr), quick(2, 50))
+        .wait()
+        .into_result()
+    {
+        Err(posa::act::Error::Failed(ConnectError::TimedOut { attempts })) => {
+            assert_eq!(attempts, 2)
+        }
+        other => panic!("expected a time-out, got {other:?}"),
+    }
+    stop(h, t);
+}
+
+#[test]
+fn cancelling_the_token_aborts_a_hanging_connect_with_a_typed_outcome() {
+    let (_listener, _fill, addr) = black_hole();
+    let (h, t) = reactor();
+    let token = connect(&h, Addr::Tcp(addr), quick(1, 60_000));
+    token.cancel();
+    let outcome = token.wait();
+    // Normally Cancelled; if the kernel completed the connect first, the stream comes back.
+    assert!(outcome.is_cancelled(), "got {outcome:?}");
+    stop(h, t);
+}
+
+#[test]
+fn unix_socket_connect() {
+    let path = std::env::temp_dir().join(format!("posa-connect-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (h, t) = reactor();
+    let outcome = connect(&h, Addr::Unix(path.clone()), ConnectOptions::default()).wait();
+    assert!(
+        matches!(outcome, Outcome::Completed(Ok(Stream::Unix(_)))),
+        "{outcome:?}"
+    );
+    assert!(listener.accept().is_ok());
+    stop(h, t);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn reactor_shutdown_answers_a_pending_connect() {
+    let (_listener, _fill, addr) = black_hole();
+    let (h, t) = reactor();
+    let token = connect(&h, Addr::Tcp(addr), quick(1, 60_000));
+    drop(h.shutdown(Duration::ZERO));
+    match token.wait().into_result() {
+        Err(posa::act::Error::Failed(ConnectError::Shutdown)) => {}
+        other => panic!("expected Shutdown, got {other:?}"),
+    }
+    t.join().unwrap().unwrap();
+    // after the stop, a new request is answered at once, never hangs
+    let late = connect(&h, Addr::Tcp(addr), quick(1, 60_000)).wait();
+    assert!(
+        matches!(late, Outcome::Completed(Err(ConnectError::Shutdown))),
+        "{late:?}"
+    );
+}
