@@ -9,7 +9,7 @@
 //! | [`monitor`] | Monitor Object, bounded blocking queue, Scoped/Strategized/Thread-Safe-Interface/Double-Checked locking, re-entrant and reader-writer locks |
 //! | [`tss`] | Thread-Specific Storage, contention-free counters and latency histograms |
 //! | [`clock`] | Lamport and hybrid logical clocks, and the `Clock` that every timer takes |
-//! | [`reactor`] | Reactor on mio: handler table, timer queue, cross-thread handle, two-phase shutdown |
+//! | [`reactor`] | Reactor on mio: handler table, timer queue, cross-thread handle, two-phase shutdown; Leader/Followers |
 //! | [`net`] | Acceptor (TCP/Unix, connection limit, descriptor exhaustion) and the echo service/server |
 //! | [`sync`] | the one door to synchronization types (std/parking_lot, or loom under `--cfg posa_loom`) |
 //!
@@ -40,6 +40,8 @@ mod doc_pages {
     struct Reactor;
     #[doc = include_str!("../docs/net.md")]
     struct Net;
+    #[doc = include_str!("../docs/leader-followers.md")]
+    struct LeaderFollowers;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }

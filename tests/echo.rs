@@ -140,6 +140,26 @@ fn five_hundred_concurrent_connections_echo_random_payloads_reactor_pool() {
 }
 
 #[test]
+fn five_hundred_concurrent_connections_echo_random_payloads_leader_followers() {
+    many_connections(Model::LeaderFollowers);
+}
+
+#[test]
+fn leader_followers_never_reads_past_the_bound_and_drains_gracefully() {
+    let server = start(Model::LeaderFollowers, EchoConfig::default(), 100);
+    let mut c = connect(&server);
+    let payload = Rng(7).bytes(1 << 20);
+    let back = exchange(&mut c, &payload, |s| s.shutdown(Shutdown::Write).unwrap());
+    assert!(back == payload);
+    let echo = server.echo_stats();
+    server.shutdown(Duration::from_secs(5));
+    let reports = server.join().unwrap();
+    assert!(echo.max_buffered.load(Ordering::Relaxed) <= EchoConfig::default().buffer);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].forced, 0, "{reports:?}");
+}
+
+#[test]
 fn abrupt_reset_mid_stream_closes_that_connection_only() {
     let server = start(Model::Reactor, EchoConfig::default(), 100);
     let victim = connect(&server);

@@ -34,10 +34,11 @@ enum Command {
 /// `posa echo-server` flags.
 #[derive(Debug, clap::Args)]
 struct EchoArgs {
-    /// Threading model: reactor (one thread) or reactor-pool (one reactor per thread).
+    /// Threading model: reactor (one thread), reactor-pool (one reactor per thread) or
+    /// leader-followers (threads take turns on one shared demultiplexer).
     #[arg(long, default_value = "reactor")]
     model: Model,
-    /// Reactor threads for the pool model.
+    /// Threads for the reactor-pool and leader-followers models.
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Where to listen: IP:PORT or unix:/path.
@@ -161,8 +162,8 @@ const PATTERNS: &[Pattern] = &[
     Pattern {
         name: "Leader/Followers",
         module: "posa::reactor",
-        built: false,
-        doc: "docs/reactor.md",
+        built: true,
+        doc: "docs/leader-followers.md",
     },
     Pattern {
         name: "Acceptor-Connector",

@@ -90,7 +90,7 @@ pub fn connect(handle: &ReactorHandle, addr: Addr, options: ConnectOptions) -> C
     // If the reactor cannot take it, dropping the job drops the handler, whose completer then
     // reports Shutdown (see Drop).
     if let Err(e) = handle.post(move |r| {
-        let _ = r.add(handler);
+        let _ = r.add_boxed(Box::new(handler));
     }) {
         drop(e.into_inner());
     }

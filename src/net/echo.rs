@@ -31,8 +31,10 @@ use super::{
     AcceptStats, Acceptor, Addr, ConnGuard, ConnLimit, Listener, Peer, Placement, ServiceFactory,
     Stream,
 };
+use crate::clock::SystemClock;
 use crate::reactor::{
-    CloseReason, Context, EventHandler, Reactor, ReactorHandle, Readiness, ShutdownReport, TimerId,
+    CloseReason, Context, EventHandler, LeaderFollowers, Reactor, ReactorHandle, Readiness,
+    ShutdownReport, TimerId,
 };
 use crate::sync::Arc;
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -283,6 +285,8 @@ pub enum Model {
     Reactor,
     /// One reactor per thread; the acceptor hands connections out round-robin.
     ReactorPool,
+    /// Threads take turns waiting on one shared demultiplexer (Leader/Followers).
+    LeaderFollowers,
 }
 
 /// A model name that is not one of the known models.
@@ -307,6 +311,7 @@ impl FromStr for Model {
         match s {
             "reactor" => Ok(Model::Reactor),
             "reactor-pool" => Ok(Model::ReactorPool),
+            "leader-followers" => Ok(Model::LeaderFollowers),
             other => Err(UnknownModel(other.to_owned())),
         }
     }
@@ -317,6 +322,7 @@ impl fmt::Display for Model {
         f.write_str(match self {
             Model::Reactor => "reactor",
             Model::ReactorPool => "reactor-pool",
+            Model::LeaderFollowers => "leader-followers",
         })
     }
 }
@@ -369,6 +375,7 @@ impl Server {
         let n = match config.model {
             Model::Reactor => 1,
             Model::ReactorPool => config.threads.max(1),
+            Model::LeaderFollowers => return Self::start_leader_followers(config, listener),
         };
         let mut reactors = (0..n)
             .map(|_| Reactor::builder().config(config.reactor.clone()).build())
@@ -399,6 +406,33 @@ impl Server {
             local_addr,
             handles,
             threads,
+            limit,
+            accept_stats,
+            echo_stats,
+        })
+    }
+
+    fn start_leader_followers(config: ServerConfig, listener: Listener) -> io::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let lf = LeaderFollowers::with_config(
+            config.threads,
+            config.reactor.clone(),
+            std::sync::Arc::new(SystemClock),
+        )?;
+        let limit = ConnLimit::new(config.max_conns);
+        let echo_stats = Arc::new(EchoStats::default());
+        let factory = EchoFactory::new(config.echo.clone(), Arc::clone(&echo_stats));
+        let acceptor = Acceptor::new(listener, factory, Arc::clone(&limit));
+        let accept_stats = acceptor.stats();
+        lf.add(acceptor)?;
+        let handles = vec![lf.handle()];
+        let thread = std::thread::Builder::new()
+            .name("posa-lf-0".to_owned())
+            .spawn(move || lf.run())?;
+        Ok(Server {
+            local_addr,
+            handles,
+            threads: vec![thread],
             limit,
             accept_stats,
             echo_stats,

@@ -123,16 +123,23 @@ impl<J, N: Notify> Mailbox<J, N> {
             }
             q.jobs.push_back(job);
         }
-        self.wake();
+        self.wake_coalesced();
         Ok(())
     }
 
-    fn wake(&self) {
+    fn wake_coalesced(&self) {
         if !self.notified.swap(true, Ordering::AcqRel)
             && let Err(e) = self.notify.notify()
         {
             // The loop checks `is_notified` every turn: a failed wake-up delays the job to the
             // loop's next turn, it does not strand it.
+            tracing::warn!(error = %e, "posa reactor: wake-up failed");
+        }
+    }
+
+    /// Wakes the loop without posting anything (to make a sleeping leader look again).
+    pub fn wake(&self) {
+        if let Err(e) = self.notify.notify() {
             tracing::warn!(error = %e, "posa reactor: wake-up failed");
         }
     }

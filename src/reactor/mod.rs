@@ -48,10 +48,14 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod lf;
 mod mailbox;
+pub mod serial;
 pub mod timer;
 
+pub use lf::LeaderFollowers;
 pub use mailbox::{Mailbox, Notify, Phase, PostError};
+pub use serial::{Finish, SerialCell, Work};
 pub use timer::{MissedTicks, TimerId, TimerQueue};
 
 use std::any::Any;
@@ -157,7 +161,23 @@ pub trait EventHandler: Send + 'static {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Reactor) + Send>;
+/// What a posted job can do with the event loop it runs on (a [`Reactor`], or a thread of a
+/// [`LeaderFollowers`] pool).
+pub trait Host {
+    /// Adds and opens a handler.
+    fn add_boxed(&mut self, handler: Box<dyn EventHandler>) -> io::Result<HandlerId>;
+    /// Closes a handler (see [`Reactor::close`]); `false` if it is gone or mid-upcall.
+    fn close(&mut self, id: HandlerId) -> bool;
+    /// Handlers open now.
+    fn len(&self) -> usize;
+    /// `true` if no handler is open.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A job posted to an event loop.
+pub type Job = Box<dyn FnOnce(&mut dyn Host) + Send>;
 
 /// What a reactor did at shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -193,7 +213,7 @@ impl ReactorHandle {
     /// hands the job back.
     pub fn post(
         &self,
-        job: impl FnOnce(&mut Reactor) + Send + 'static,
+        job: impl FnOnce(&mut dyn Host) + Send + 'static,
     ) -> Result<(), PostError<Job>> {
         self.shared.mailbox.post(Box::new(job))
     }
@@ -206,7 +226,7 @@ impl ReactorHandle {
         let (completer, token) = act::pair_with_residue();
         let handler: Box<dyn EventHandler> = Box::new(handler);
         // The job owns the completer: if the job is dropped unrun, the token sees Abandoned.
-        let job = move |r: &mut Reactor| completer.complete(r.add_boxed(handler));
+        let job = move |r: &mut dyn Host| completer.complete(r.add_boxed(handler));
         if let Err(e) = self.post(job) {
             drop(e.into_inner());
         }
@@ -300,6 +320,22 @@ struct Slot {
     occupied: bool,
 }
 
+impl Core {
+    fn context(&mut self, id: HandlerId, now: Instant) -> Context<'_> {
+        Context {
+            id,
+            registry: &self.registry,
+            timers: TimerAccess::Owned(&mut self.timers),
+            spawned: &mut self.spawned,
+            again: &mut self.again,
+            handle: &self.handle,
+            draining: self.draining,
+            now,
+            close: false,
+        }
+    }
+}
+
 /// The pieces of a reactor an upcall may touch, split from the handler table.
 struct Core {
     registry: Registry,
@@ -311,10 +347,45 @@ struct Core {
     draining: bool,
 }
 
+/// How an upcall reaches the timer queue: owned by a single-threaded reactor, or shared under a
+/// lock by the threads of a Leader/Followers pool.
+enum TimerAccess<'a> {
+    Owned(&'a mut TimerQueue<HandlerId>),
+    Shared {
+        queue: &'a Mutex<TimerQueue<HandlerId>>,
+        /// Wakes the leader when a new timer becomes the earliest (it may be asleep past it).
+        wake: &'a dyn Fn(),
+    },
+}
+
+impl TimerAccess<'_> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut TimerQueue<HandlerId>) -> R) -> R {
+        match self {
+            TimerAccess::Owned(q) => f(q),
+            TimerAccess::Shared { queue, wake } => {
+                let mut q = queue.lock();
+                let before = q.next_deadline();
+                let r = f(&mut q);
+                let after = q.next_deadline();
+                drop(q);
+                if after.is_some() && (before.is_none() || after < before) {
+                    wake();
+                }
+                r
+            }
+        }
+    }
+}
+
 /// What a handler can do during an upcall. See [`EventHandler`].
 pub struct Context<'a> {
     id: HandlerId,
-    core: &'a mut Core,
+    registry: &'a Registry,
+    timers: TimerAccess<'a>,
+    spawned: &'a mut Vec<Box<dyn EventHandler>>,
+    again: &'a mut Vec<(HandlerId, Readiness)>,
+    handle: &'a ReactorHandle,
+    draining: bool,
     now: Instant,
     close: bool,
 }
@@ -327,7 +398,7 @@ impl Context<'_> {
 
     /// The registry, to register sources under another token (rarely needed).
     pub fn registry(&self) -> &Registry {
-        &self.core.registry
+        self.registry
     }
 
     /// Registers `source` for `interest` under this handler's token.
@@ -336,7 +407,7 @@ impl Context<'_> {
         source: &mut S,
         interest: Interest,
     ) -> io::Result<()> {
-        self.core.registry.register(source, self.id.0, interest)
+        self.registry.register(source, self.id.0, interest)
     }
 
     /// Changes the interest of a source registered under this handler's token.
@@ -345,12 +416,12 @@ impl Context<'_> {
         source: &mut S,
         interest: Interest,
     ) -> io::Result<()> {
-        self.core.registry.reregister(source, self.id.0, interest)
+        self.registry.reregister(source, self.id.0, interest)
     }
 
     /// Deregisters a source (dropping it does the same).
     pub fn deregister<S: mio::event::Source + ?Sized>(&self, source: &mut S) -> io::Result<()> {
-        self.core.registry.deregister(source)
+        self.registry.deregister(source)
     }
 
     /// The reactor clock's time at the start of this upcall.
@@ -360,37 +431,38 @@ impl Context<'_> {
 
     /// Arms a one-shot timer `after` from now; [`EventHandler::timeout`] gets its id.
     pub fn set_timer(&mut self, after: Duration) -> TimerId {
-        let deadline = self.now + after;
-        self.core.timers.arm(self.id, deadline)
+        let (id, deadline) = (self.id, self.now + after);
+        self.timers.with(|q| q.arm(id, deadline))
     }
 
     /// Arms a periodic timer.
     pub fn set_periodic(&mut self, period: Duration, missed: MissedTicks) -> TimerId {
-        self.core
-            .timers
-            .arm_periodic(self.id, self.now + period, period, missed)
+        let (id, first) = (self.id, self.now + period);
+        self.timers
+            .with(|q| q.arm_periodic(id, first, period, missed))
     }
 
     /// Moves a timer to `after` from now (cheap when later). `false` if it already fired or
     /// was cancelled.
     pub fn reset_timer(&mut self, timer: TimerId, after: Duration) -> bool {
-        self.core.timers.reset(timer, self.now + after)
+        let deadline = self.now + after;
+        self.timers.with(|q| q.reset(timer, deadline))
     }
 
     /// Disarms a timer; `false` if it already fired or was cancelled.
     pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        self.core.timers.cancel(timer)
+        self.timers.with(|q| q.cancel(timer))
     }
 
     /// Adds another handler to this reactor, opened right after this upcall returns.
     pub fn spawn(&mut self, handler: impl EventHandler) {
-        self.core.spawned.push(Box::new(handler));
+        self.spawned.push(Box::new(handler));
     }
 
     /// Dispatches this handler again next turn with `readiness` (for a handler that stopped
     /// draining early to respect a budget).
     pub fn call_again(&mut self, readiness: Readiness) {
-        self.core.again.push((self.id, readiness));
+        self.again.push((self.id, readiness));
     }
 
     /// Closes this handler when the upcall returns.
@@ -400,12 +472,12 @@ impl Context<'_> {
 
     /// `true` once shutdown has begun.
     pub fn is_draining(&self) -> bool {
-        self.core.draining
+        self.draining
     }
 
     /// A handle to this reactor (to post, or to shut it down).
     pub fn handle(&self) -> &ReactorHandle {
-        &self.core.handle
+        self.handle
     }
 }
 
@@ -562,12 +634,7 @@ impl Reactor {
         self.live += 1;
         self.stats.opened += 1;
         let now = self.core.clock.now();
-        let mut cx = Context {
-            id,
-            core: &mut self.core,
-            now,
-            close: false,
-        };
+        let mut cx = self.core.context(id, now);
         match catch_unwind(AssertUnwindSafe(|| handler.open(&mut cx))) {
             Ok(Ok(())) => {
                 let close = cx.close;
@@ -620,12 +687,7 @@ impl Reactor {
         };
         self.stats.dispatches += 1;
         let now = self.core.clock.now();
-        let mut cx = Context {
-            id,
-            core: &mut self.core,
-            now,
-            close: false,
-        };
+        let mut cx = self.core.context(id, now);
         let started = self.config.stall_threshold.map(|_| Instant::now());
         let result = catch_unwind(AssertUnwindSafe(|| upcall(&mut *handler, &mut cx)));
         let close = cx.close;
@@ -663,12 +725,7 @@ impl Reactor {
         reason: CloseReason,
     ) {
         let now = self.core.clock.now();
-        let mut cx = Context {
-            id,
-            core: &mut self.core,
-            now,
-            close: false,
-        };
+        let mut cx = self.core.context(id, now);
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.close(&reason, &mut cx))) {
             self.stats.panics += 1;
             tracing::error!(handler = ?id, panic = %panic_message(&*panic), "posa reactor: close panicked");
@@ -804,15 +861,20 @@ impl Reactor {
             jobs_dropped,
         };
         tracing::info!(?report, "posa reactor: stopped");
-        let waiting = {
-            let mut state = self.core.handle.shared.report.lock();
-            state.done = Some(report);
-            std::mem::take(&mut state.waiting)
-        };
-        for completer in waiting {
-            completer.complete(Ok(report));
-        }
+        publish_report(&self.core.handle.shared, report);
         report
+    }
+}
+
+impl Host for Reactor {
+    fn add_boxed(&mut self, handler: Box<dyn EventHandler>) -> io::Result<HandlerId> {
+        Reactor::add_boxed(self, handler)
+    }
+    fn close(&mut self, id: HandlerId) -> bool {
+        Reactor::close(self, id)
+    }
+    fn len(&self) -> usize {
+        self.live
     }
 }
 
@@ -833,6 +895,18 @@ impl fmt::Debug for Reactor {
             .field("timers", &self.core.timers.len())
             .field("stats", &self.stats)
             .finish()
+    }
+}
+
+/// Stores the final report and answers every `shutdown` token waiting for it.
+fn publish_report(shared: &Shared, report: ShutdownReport) {
+    let waiting = {
+        let mut state = shared.report.lock();
+        state.done = Some(report);
+        std::mem::take(&mut state.waiting)
+    };
+    for completer in waiting {
+        completer.complete(Ok(report));
     }
 }
 
@@ -1041,7 +1115,7 @@ mod tests {
         assert!(id.is_ok());
         let (tx, rx) = std::sync::mpsc::channel();
         handle
-            .post(move |r: &mut Reactor| tx.send(r.len()).unwrap())
+            .post(move |r: &mut dyn Host| tx.send(r.len()).unwrap())
             .unwrap();
         assert_eq!(rx.recv().unwrap(), 2);
         let report = handle

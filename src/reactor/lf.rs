@@ -1,0 +1,693 @@
+//! Leader/Followers: a pool of threads sharing one demultiplexer.
+//!
+//! One thread at a time, the *leader*, holds the poll and waits for events; the others, the
+//! *followers*, wait for leadership. When events arrive the leader promotes a follower (it
+//! releases the poll) and then dispatches what it got, so a new leader is already waiting while
+//! the old one runs handlers. A handler is never run by two threads at once: dispatch goes
+//! through its [`SerialCell`], which queues work that arrives while another thread runs it
+//! (ACE's TP_Reactor suspends the handle for the same reason).
+//!
+//! Handlers are the same [`EventHandler`]s a [`Reactor`](super::Reactor) runs; the timer queue is
+//! shared under a lock (an upcall that arms a new earliest timer wakes the leader); posted jobs
+//! and shutdown work as on a reactor, through the same [`ReactorHandle`].
+//!
+//! ```
+//! use posa::reactor::{Context, EventHandler, LeaderFollowers, Readiness, TimerId};
+//! use std::time::Duration;
+//!
+//! struct Once;
+//! impl EventHandler for Once {
+//!     fn open(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+//!         cx.set_timer(Duration::from_millis(1));
+//!         Ok(())
+//!     }
+//!     fn ready(&mut self, _: Readiness, _: &mut Context<'_>) {}
+//!     fn timeout(&mut self, _: TimerId, cx: &mut Context<'_>) {
+//!         drop(cx.handle().shutdown(Duration::from_secs(1)));
+//!     }
+//! }
+//!
+//! let lf = LeaderFollowers::new(2)?;
+//! lf.add(Once)?;
+//! let report = lf.run()?; // on this thread and one more, until shut down
+//! assert_eq!(report.drained, 1);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Registry};
+
+use super::serial::{Finish, SerialCell, Work};
+use super::{
+    CloseReason, Config, Context, EventHandler, HandlerId, Host, INDEX_BITS, INDEX_MASK, Job,
+    Mailbox, Phase, ReactorHandle, Readiness, ReportState, Shared, ShutdownReport, TimerAccess,
+    TimerId, TimerQueue, WAKE_TOKEN, panic_message, publish_report,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{Arc, Mutex};
+
+type Cell = SerialCell<Box<dyn EventHandler>>;
+
+struct PollSide {
+    poll: Poll,
+    events: Events,
+}
+
+struct Slot {
+    generation: usize,
+    cell: Option<Arc<Cell>>,
+}
+
+#[derive(Default)]
+struct Table {
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    live: usize,
+}
+
+impl Table {
+    fn cell(&self, id: HandlerId) -> Option<Arc<Cell>> {
+        let index = id.index();
+        let slot = self.slots.get(index)?;
+        if HandlerId::new(index, slot.generation) != id {
+            return None;
+        }
+        slot.cell.clone()
+    }
+
+    fn ids(&self) -> Vec<HandlerId> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.cell.is_some())
+            .map(|(i, s)| HandlerId::new(i, s.generation))
+            .collect()
+    }
+}
+
+/// Per-thread scratch: what an upcall spawns or asks to re-run, the events it took as leader.
+#[derive(Default)]
+struct Local {
+    spawned: Vec<Box<dyn EventHandler>>,
+    again: Vec<(HandlerId, Readiness)>,
+    ready: Vec<(HandlerId, Readiness)>,
+    jobs: Vec<Job>,
+}
+
+struct Lf {
+    poll: Mutex<PollSide>,
+    registry: Registry,
+    table: Mutex<Table>,
+    timers: Mutex<TimerQueue<HandlerId>>,
+    handle: ReactorHandle,
+    clock: std::sync::Arc<dyn Clock>,
+    config: Config,
+    draining: AtomicBool,
+    stopping: AtomicBool,
+    drain_deadline: Mutex<Option<Instant>>,
+    drained: AtomicUsize,
+    panics: AtomicU64,
+    /// Re-runs asked for by handlers added before `run` (no pool thread existed to hold them).
+    early_again: Mutex<Vec<(HandlerId, Readiness)>>,
+}
+
+/// A Leader/Followers pool. See the [module docs](self).
+pub struct LeaderFollowers {
+    lf: Arc<Lf>,
+    threads: usize,
+    ran: bool,
+}
+
+impl LeaderFollowers {
+    /// A pool of `threads` (at least 1) with the default [`Config`] on the system clock.
+    pub fn new(threads: usize) -> io::Result<Self> {
+        Self::with_config(threads, Config::default(), std::sync::Arc::new(SystemClock))
+    }
+
+    /// A pool with custom budgets and clock.
+    pub fn with_config(
+        threads: usize,
+        config: Config,
+        clock: std::sync::Arc<dyn Clock>,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKE_TOKEN)?;
+        let registry = poll.registry().try_clone()?;
+        let shared = Arc::new(Shared {
+            mailbox: Mailbox::new(config.mailbox_capacity, waker),
+            grace: Mutex::new(Duration::ZERO),
+            report: Mutex::new(ReportState::default()),
+        });
+        Ok(Self {
+            lf: Arc::new(Lf {
+                poll: Mutex::new(PollSide {
+                    poll,
+                    events: Events::with_capacity(config.event_budget.max(1)),
+                }),
+                registry,
+                table: Mutex::new(Table::default()),
+                timers: Mutex::new(TimerQueue::new()),
+                handle: ReactorHandle { shared },
+                clock,
+                config,
+                draining: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
+                drain_deadline: Mutex::new(None),
+                drained: AtomicUsize::new(0),
+                panics: AtomicU64::new(0),
+                early_again: Mutex::new(Vec::new()),
+            }),
+            threads: threads.max(1),
+            ran: false,
+        })
+    }
+
+    /// A handle for other threads (post, add, shutdown), as for a reactor.
+    pub fn handle(&self) -> ReactorHandle {
+        self.lf.handle.clone()
+    }
+
+    /// Adds and opens a handler from this thread.
+    pub fn add(&self, handler: impl EventHandler) -> io::Result<HandlerId> {
+        let mut local = Local::default();
+        let id = self.lf.add(&mut local, Box::new(handler));
+        // keep what `open` asked to re-run for the first pool thread
+        self.lf.early_again.lock().append(&mut local.again);
+        id
+    }
+
+    /// Runs the pool on this thread and `threads - 1` more until shutdown completes.
+    pub fn run(mut self) -> io::Result<ShutdownReport> {
+        self.ran = true;
+        let helpers = (1..self.threads)
+            .map(|i| {
+                let lf = Arc::clone(&self.lf);
+                std::thread::Builder::new()
+                    .name(format!("posa-lf-{i}"))
+                    .spawn(move || lf.worker())
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let mine = self.lf.worker();
+        let mut result = mine;
+        for h in helpers {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("leader/followers thread panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        let report = self.lf.finish_shutdown();
+        result.map(|()| report)
+    }
+}
+
+impl Drop for LeaderFollowers {
+    /// A pool dropped without running still closes every handler exactly once.
+    fn drop(&mut self) {
+        if !self.ran {
+            self.lf.finish_shutdown();
+        }
+    }
+}
+
+impl std::fmt::Debug for LeaderFollowers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaderFollowers")
+            .field("threads", &self.threads)
+            .field("handlers", &self.lf.table.lock().live)
+            .finish()
+    }
+}
+
+struct LfHost<'a> {
+    lf: &'a Lf,
+    local: &'a mut Local,
+}
+
+impl Host for LfHost<'_> {
+    fn add_boxed(&mut self, handler: Box<dyn EventHandler>) -> io::Result<HandlerId> {
+        self.lf.add(self.local, handler)
+    }
+    fn close(&mut self, id: HandlerId) -> bool {
+        self.lf.close_by_id(self.local, id)
+    }
+    fn len(&self) -> usize {
+        self.lf.table.lock().live
+    }
+}
+
+impl Lf {
+    fn wake(&self) {
+        self.handle.shared.mailbox.wake();
+    }
+
+    fn add(&self, local: &mut Local, mut handler: Box<dyn EventHandler>) -> io::Result<HandlerId> {
+        let cell = Arc::new(SerialCell::new_busy());
+        let id = {
+            let mut t = self.table.lock();
+            if t.live >= self.config.max_handlers {
+                return Err(io::Error::other(format!(
+                    "pool holds its maximum of {} handlers",
+                    self.config.max_handlers
+                )));
+            }
+            let index = match t.free.pop() {
+                Some(i) => i,
+                None => {
+                    if t.slots.len() > INDEX_MASK {
+                        return Err(io::Error::other("handler table is full"));
+                    }
+                    t.slots.push(Slot {
+                        generation: 0,
+                        cell: None,
+                    });
+                    t.slots.len() - 1
+                }
+            };
+            t.slots[index].cell = Some(Arc::clone(&cell));
+            t.live += 1;
+            HandlerId::new(index, t.slots[index].generation)
+        };
+        let wake = || self.wake();
+        let mut cx = self.context(id, local, &wake);
+        let opened = catch_unwind(AssertUnwindSafe(|| handler.open(&mut cx)));
+        let close = cx.close;
+        match opened {
+            Ok(Ok(())) if close => {
+                self.finish_close(local, id, &cell, handler, CloseReason::Closed)
+            }
+            Ok(Ok(())) => self.run_queued(local, id, &cell, handler),
+            Ok(Err(e)) => {
+                let (kind, msg) = (e.kind(), e.to_string());
+                self.finish_close(local, id, &cell, handler, CloseReason::OpenFailed(e));
+                return Err(io::Error::new(kind, msg));
+            }
+            Err(panic) => {
+                let msg = panic_message(&*panic);
+                self.panics.fetch_add(1, Ordering::Relaxed);
+                self.finish_close(
+                    local,
+                    id,
+                    &cell,
+                    handler,
+                    CloseReason::Panicked(msg.clone()),
+                );
+                return Err(io::Error::other(format!("handler open panicked: {msg}")));
+            }
+        }
+        self.open_spawned(local);
+        Ok(id)
+    }
+
+    fn context<'a>(
+        &'a self,
+        id: HandlerId,
+        local: &'a mut Local,
+        wake: &'a dyn Fn(),
+    ) -> Context<'a> {
+        Context {
+            id,
+            registry: &self.registry,
+            timers: TimerAccess::Shared {
+                queue: &self.timers,
+                wake,
+            },
+            spawned: &mut local.spawned,
+            again: &mut local.again,
+            handle: &self.handle,
+            draining: self.draining.load(Ordering::Acquire),
+            now: self.clock.now(),
+            close: false,
+        }
+    }
+
+    fn open_spawned(&self, local: &mut Local) {
+        while let Some(h) = local.spawned.pop() {
+            if let Err(e) = self.add(local, h) {
+                tracing::warn!(error = %e, "posa leader/followers: spawned handler failed to open");
+            }
+        }
+    }
+
+    /// Runs one upcall; the handler comes back unless it was closed.
+    fn upcall(
+        &self,
+        local: &mut Local,
+        id: HandlerId,
+        cell: &Cell,
+        mut handler: Box<dyn EventHandler>,
+        work: Work,
+    ) -> Option<Box<dyn EventHandler>> {
+        let wake = || self.wake();
+        let mut cx = self.context(id, local, &wake);
+        let started = self.config.stall_threshold.map(|_| Instant::now());
+        let result = catch_unwind(AssertUnwindSafe(|| match work {
+            Work::Ready(r) => handler.ready(r, &mut cx),
+            Work::Timeout(t) => handler.timeout(t, &mut cx),
+            Work::Drain => handler.drain(&mut cx),
+        }));
+        let close = cx.close;
+        if let (Some(started), Some(threshold)) = (started, self.config.stall_threshold) {
+            let took = started.elapsed();
+            if took > threshold {
+                tracing::warn!(handler = ?id, ?took, ?threshold, "posa leader/followers: upcall stalled a thread");
+            }
+        }
+        match result {
+            Ok(()) if close => {
+                self.finish_close(local, id, cell, handler, CloseReason::Closed);
+                None
+            }
+            Ok(()) => Some(handler),
+            Err(panic) => {
+                let msg = panic_message(&*panic);
+                self.panics.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(handler = ?id, panic = %msg, "posa leader/followers: handler panicked; closing it");
+                self.finish_close(local, id, cell, handler, CloseReason::Panicked(msg));
+                None
+            }
+        }
+    }
+
+    /// After an upcall: run what was queued meanwhile, close if asked, or park the handler.
+    fn run_queued(
+        &self,
+        local: &mut Local,
+        id: HandlerId,
+        cell: &Cell,
+        handler: Box<dyn EventHandler>,
+    ) {
+        let mut handler = handler;
+        loop {
+            match cell.finish(handler) {
+                Finish::Parked => return,
+                Finish::Close(h) => {
+                    let reason = if self.stopping.load(Ordering::Acquire) {
+                        CloseReason::Shutdown
+                    } else {
+                        CloseReason::Closed
+                    };
+                    self.finish_close(local, id, cell, h, reason);
+                    return;
+                }
+                Finish::Next(h, work) => match self.upcall(local, id, cell, h, work) {
+                    Some(h) => handler = h,
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn dispatch(&self, local: &mut Local, id: HandlerId, work: Work) {
+        let Some(cell) = self.table.lock().cell(id) else {
+            return; // stale token
+        };
+        if let Some(handler) = cell.offer(work) {
+            if let Some(handler) = self.upcall(local, id, &cell, handler, work) {
+                self.run_queued(local, id, &cell, handler);
+            }
+            self.open_spawned(local);
+        }
+    }
+
+    fn close_by_id(&self, local: &mut Local, id: HandlerId) -> bool {
+        let Some(cell) = self.table.lock().cell(id) else {
+            return false;
+        };
+        match cell.request_close() {
+            Some(h) => {
+                self.finish_close(local, id, &cell, h, CloseReason::Closed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn finish_close(
+        &self,
+        local: &mut Local,
+        id: HandlerId,
+        cell: &Cell,
+        mut handler: Box<dyn EventHandler>,
+        reason: CloseReason,
+    ) {
+        cell.mark_closed();
+        let wake = || self.wake();
+        let mut cx = self.context(id, local, &wake);
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.close(&reason, &mut cx))) {
+            self.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(handler = ?id, panic = %panic_message(&*panic), "posa leader/followers: close panicked");
+        }
+        drop(handler);
+        self.timers.lock().cancel_owned_by(|owner| *owner == id);
+        {
+            let mut t = self.table.lock();
+            let slot = &mut t.slots[id.index()];
+            slot.cell = None;
+            slot.generation = (slot.generation + 1) & (usize::MAX >> INDEX_BITS);
+            t.free.push(id.index());
+            t.live -= 1;
+        }
+        if self.draining.load(Ordering::Acquire) && matches!(reason, CloseReason::Closed) {
+            self.drained.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn check_drain(&self, local: &mut Local) {
+        let now = self.clock.now();
+        if !self.draining.load(Ordering::Acquire)
+            && self.handle.shared.mailbox.phase() == Phase::Draining
+            && !self.draining.swap(true, Ordering::AcqRel)
+        {
+            let grace = *self.handle.shared.grace.lock();
+            *self.drain_deadline.lock() = Some(now + grace);
+            let ids = self.table.lock().ids();
+            tracing::info!(
+                ?grace,
+                handlers = ids.len(),
+                "posa leader/followers: draining"
+            );
+            for id in ids {
+                self.dispatch(local, id, Work::Drain);
+            }
+        }
+        if self.draining.load(Ordering::Acquire) {
+            let deadline = *self.drain_deadline.lock();
+            let live = self.table.lock().live;
+            if (live == 0 || deadline.is_some_and(|d| now >= d))
+                && !self.stopping.swap(true, Ordering::AcqRel)
+            {
+                self.wake(); // the leader may be asleep in poll
+            }
+        }
+    }
+
+    fn worker(&self) -> io::Result<()> {
+        let mut local = Local::default();
+        local.again.append(&mut self.early_again.lock());
+        loop {
+            if self.stopping.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            self.check_drain(&mut local);
+            let mut woken = false;
+            // Become the leader: followers wait on this lock. A thread that owes re-runs
+            // (`call_again`) only tries: if another thread leads (perhaps asleep in poll), it
+            // runs its re-runs now instead of waiting behind that sleeper.
+            let lead = if local.again.is_empty() {
+                Some(self.poll.lock())
+            } else {
+                self.poll.try_lock()
+            };
+            if let Some(mut side) = lead {
+                if self.stopping.load(Ordering::Acquire) {
+                    drop(side);
+                    self.wake(); // pass the news on to whoever leads next
+                    return Ok(());
+                }
+                let now = self.clock.now();
+                let mut timeout = self
+                    .timers
+                    .lock()
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(now));
+                if !local.again.is_empty() || self.handle.shared.mailbox.is_notified() {
+                    timeout = Some(Duration::ZERO);
+                }
+                if let Some(deadline) = *self.drain_deadline.lock() {
+                    let left = deadline.saturating_duration_since(now);
+                    timeout = Some(timeout.map_or(left, |t| t.min(left)));
+                }
+                let side = &mut *side;
+                match side.poll.poll(&mut side.events, timeout) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => side.events.clear(),
+                    Err(e) => {
+                        self.stopping.store(true, Ordering::Release);
+                        self.wake();
+                        return Err(e);
+                    }
+                }
+                for event in side.events.iter() {
+                    if event.token() == WAKE_TOKEN {
+                        woken = true;
+                    } else {
+                        local
+                            .ready
+                            .push((HandlerId(event.token()), Readiness::from_event(event)));
+                    }
+                }
+            } // promote a follower: the next thread takes the poll while this one dispatches
+
+            let mut ready = std::mem::take(&mut local.ready);
+            ready.append(&mut local.again);
+            for (id, readiness) in ready.drain(..) {
+                self.dispatch(&mut local, id, Work::Ready(readiness));
+            }
+            local.ready = ready;
+
+            if woken || self.handle.shared.mailbox.is_notified() {
+                let mut jobs = std::mem::take(&mut local.jobs);
+                self.handle
+                    .shared
+                    .mailbox
+                    .take_batch(self.config.post_budget, &mut jobs);
+                for job in jobs.drain(..) {
+                    let mut host = LfHost {
+                        lf: self,
+                        local: &mut local,
+                    };
+                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job(&mut host))) {
+                        self.panics.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(panic = %panic_message(&*panic), "posa leader/followers: posted job panicked");
+                    }
+                }
+                local.jobs = jobs;
+            }
+
+            let now = self.clock.now();
+            let due: Vec<(TimerId, HandlerId)> = {
+                let mut q = self.timers.lock();
+                std::iter::from_fn(|| q.poll(now))
+                    .take(self.config.timer_budget)
+                    .collect()
+            };
+            for (timer, owner) in due {
+                self.dispatch(&mut local, owner, Work::Timeout(timer));
+            }
+        }
+    }
+
+    /// After every thread stopped: close what is left, report, answer waiting tokens.
+    fn finish_shutdown(&self) -> ShutdownReport {
+        self.draining.store(true, Ordering::Release);
+        self.stopping.store(true, Ordering::Release);
+        let mut local = Local::default();
+        let ids = self.table.lock().ids();
+        let mut forced = 0;
+        for id in ids {
+            let Some(cell) = self.table.lock().cell(id) else {
+                continue;
+            };
+            if let Some(h) = cell.request_close() {
+                forced += 1;
+                self.finish_close(&mut local, id, &cell, h, CloseReason::Shutdown);
+            }
+        }
+        let report = ShutdownReport {
+            drained: self.drained.load(Ordering::Relaxed),
+            forced,
+            jobs_dropped: self.handle.shared.mailbox.stop().len(),
+        };
+        tracing::info!(?report, "posa leader/followers: stopped");
+        publish_report(&self.handle.shared, report);
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reactor::MissedTicks;
+    use std::sync::atomic::AtomicBool as StdBool;
+
+    /// Two fast periodic timers; every upcall checks that no other thread is inside.
+    struct Busy {
+        inside: std::sync::Arc<StdBool>,
+        ticks: u32,
+        closes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl EventHandler for Busy {
+        fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+            cx.set_periodic(Duration::from_nanos(1), MissedTicks::Burst);
+            cx.set_periodic(Duration::from_nanos(1), MissedTicks::Burst);
+            Ok(())
+        }
+        fn ready(&mut self, _: Readiness, _: &mut Context<'_>) {}
+        fn timeout(&mut self, _: TimerId, cx: &mut Context<'_>) {
+            assert!(
+                !self.inside.swap(true, Ordering::SeqCst),
+                "two threads inside one handler"
+            );
+            std::hint::spin_loop();
+            self.ticks += 1;
+            self.inside.store(false, Ordering::SeqCst);
+            if self.ticks == 300 {
+                cx.close();
+            }
+        }
+        fn close(&mut self, reason: &CloseReason, cx: &mut Context<'_>) {
+            let mut closes = self.closes.lock().unwrap();
+            closes.push(format!("{reason:?}"));
+            if closes.len() == 8 {
+                drop(cx.handle().shutdown(Duration::from_secs(5)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_handler_is_never_run_by_two_threads_at_once() {
+        let lf = LeaderFollowers::new(4).unwrap();
+        let closes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for _ in 0..8 {
+            lf.add(Busy {
+                inside: std::sync::Arc::new(StdBool::new(false)),
+                ticks: 0,
+                closes: std::sync::Arc::clone(&closes),
+            })
+            .unwrap();
+        }
+        let report = lf.run().unwrap();
+        let closes = closes.lock().unwrap();
+        assert_eq!(closes.len(), 8);
+        assert!(
+            closes.iter().all(|c| c == "Closed"),
+            "a handler was closed abnormally: {closes:?}"
+        );
+        assert_eq!(report.forced, 0);
+    }
+
+    #[test]
+    fn posts_and_adds_from_other_threads_reach_the_pool() {
+        let lf = LeaderFollowers::new(2).unwrap();
+        let handle = lf.handle();
+        let runner = std::thread::spawn(move || lf.run().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        handle
+            .post(move |host: &mut dyn Host| tx.send(host.len()).unwrap())
+            .unwrap();
+        assert_eq!(rx.recv().unwrap(), 0);
+        let report = handle
+            .shutdown(Duration::from_secs(1))
+            .wait()
+            .into_result()
+            .unwrap();
+        assert_eq!(runner.join().unwrap(), report);
+    }
+}
