@@ -17,10 +17,10 @@ struct Args {
     /// IP:PORT or unix:/path.
     #[arg(long, default_value = "127.0.0.1:7000")]
     addr: Addr,
-    /// reactor or reactor-pool.
+    /// reactor, reactor-pool or leader-followers.
     #[arg(long, default_value = "reactor")]
     model: Model,
-    /// Reactor threads for reactor-pool.
+    /// Threads for reactor-pool and leader-followers.
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Idle timeout in seconds (0: none).

@@ -151,3 +151,57 @@ fn reactor_shutdown_answers_a_pending_connect() {
         "{late:?}"
     );
 }
+
+/// A handler that connects from inside the reactor (`connect_from`) and reports the outcome.
+struct Dialer {
+    target: Addr,
+    result: std::sync::mpsc::Sender<bool>,
+    token: Option<posa::net::ConnectToken>,
+}
+
+impl posa::reactor::EventHandler for Dialer {
+    fn open(&mut self, cx: &mut posa::reactor::Context<'_>) -> io::Result<()> {
+        self.token = Some(posa::net::connect_from(
+            cx,
+            self.target.clone(),
+            quick(1, 5_000),
+        ));
+        cx.set_timer(Duration::from_millis(1)); // poll the token without blocking the loop
+        Ok(())
+    }
+    fn ready(&mut self, _: posa::reactor::Readiness, _: &mut posa::reactor::Context<'_>) {}
+    fn timeout(&mut self, _: posa::reactor::TimerId, cx: &mut posa::reactor::Context<'_>) {
+        match self.token.take().map(|t| t.try_take()) {
+            Some(Ok(outcome)) => {
+                let _ = self
+                    .result
+                    .send(matches!(outcome, Outcome::Completed(Ok(Stream::Tcp(_)))));
+                cx.close();
+            }
+            Some(Err(pending)) => {
+                self.token = Some(pending);
+                cx.set_timer(Duration::from_millis(1));
+            }
+            None => cx.close(),
+        }
+    }
+}
+
+#[test]
+fn a_handler_can_connect_from_inside_the_reactor() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (h, t) = reactor();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dialer = Dialer {
+        target: Addr::Tcp(listener.local_addr().unwrap()),
+        result: tx,
+        token: None,
+    };
+    assert!(h.add(dialer).wait().into_result().is_ok());
+    assert!(
+        rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+        "connect from a handler failed"
+    );
+    assert!(listener.accept().is_ok());
+    stop(h, t);
+}

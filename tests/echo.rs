@@ -303,3 +303,24 @@ fn graceful_shutdown_returns_what_was_read_then_closes_in_order() {
     let reports = server.join().unwrap();
     assert!(reports.iter().all(|r| r.forced == 0), "{reports:?}");
 }
+
+#[test]
+fn ipv6_loopback_echo() {
+    let server = Server::start(ServerConfig {
+        addr: "[::1]:0".parse().unwrap(),
+        ..ServerConfig::default()
+    })
+    .expect("bind [::1]: IPv6 loopback is part of the supported setup");
+    let Addr::Tcp(addr) = server.local_addr().clone() else {
+        unreachable!()
+    };
+    assert!(addr.is_ipv6());
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(SAFETY)).unwrap();
+    let back = exchange(&mut c, b"over ipv6", |s| {
+        s.shutdown(Shutdown::Write).unwrap()
+    });
+    assert_eq!(back, b"over ipv6");
+    server.shutdown(Duration::from_secs(1));
+    server.join().unwrap();
+}
