@@ -41,10 +41,11 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Registry};
 
 use super::serial::{Finish, SerialCell, Work};
+use super::table::Table;
 use super::{
-    CloseReason, Config, Context, EventHandler, HandlerId, Host, INDEX_BITS, INDEX_MASK, Job,
-    Mailbox, Phase, ReactorHandle, Readiness, ReportState, Shared, ShutdownReport, TimerAccess,
-    TimerId, TimerQueue, WAKE_TOKEN, panic_message, publish_report,
+    CloseReason, Config, Context, EventHandler, HandlerId, Host, Job, Mailbox, Phase,
+    ReactorHandle, Readiness, ReportState, Shared, ShutdownReport, TimerAccess, TimerId,
+    TimerQueue, WAKE_TOKEN, panic_message, publish_report,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -55,38 +56,6 @@ type Cell = SerialCell<Box<dyn EventHandler>>;
 struct PollSide {
     poll: Poll,
     events: Events,
-}
-
-struct Slot {
-    generation: usize,
-    cell: Option<Arc<Cell>>,
-}
-
-#[derive(Default)]
-struct Table {
-    slots: Vec<Slot>,
-    free: Vec<usize>,
-    live: usize,
-}
-
-impl Table {
-    fn cell(&self, id: HandlerId) -> Option<Arc<Cell>> {
-        let index = id.index();
-        let slot = self.slots.get(index)?;
-        if HandlerId::new(index, slot.generation) != id {
-            return None;
-        }
-        slot.cell.clone()
-    }
-
-    fn ids(&self) -> Vec<HandlerId> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.cell.is_some())
-            .map(|(i, s)| HandlerId::new(i, s.generation))
-            .collect()
-    }
 }
 
 /// Per-thread scratch: what an upcall spawns or asks to re-run, the events it took as leader.
@@ -101,7 +70,7 @@ struct Local {
 struct Lf {
     poll: Mutex<PollSide>,
     registry: Registry,
-    table: Mutex<Table>,
+    table: Mutex<Table<Arc<Cell>>>,
     timers: Mutex<TimerQueue<HandlerId>>,
     handle: ReactorHandle,
     clock: std::sync::Arc<dyn Clock>,
@@ -149,7 +118,7 @@ impl LeaderFollowers {
                     events: Events::with_capacity(config.event_budget.max(1)),
                 }),
                 registry,
-                table: Mutex::new(Table::default()),
+                table: Mutex::new(Table::new()),
                 timers: Mutex::new(TimerQueue::new()),
                 handle: ReactorHandle { shared },
                 clock,
@@ -219,7 +188,7 @@ impl std::fmt::Debug for LeaderFollowers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LeaderFollowers")
             .field("threads", &self.threads)
-            .field("handlers", &self.lf.table.lock().live)
+            .field("handlers", &self.lf.table.lock().len())
             .finish()
     }
 }
@@ -237,7 +206,7 @@ impl Host for LfHost<'_> {
         self.lf.close_by_id(self.local, id)
     }
     fn len(&self) -> usize {
-        self.lf.table.lock().live
+        self.lf.table.lock().len()
     }
 }
 
@@ -248,31 +217,10 @@ impl Lf {
 
     fn add(&self, local: &mut Local, mut handler: Box<dyn EventHandler>) -> io::Result<HandlerId> {
         let cell = Arc::new(SerialCell::new_busy());
-        let id = {
-            let mut t = self.table.lock();
-            if t.live >= self.config.max_handlers {
-                return Err(io::Error::other(format!(
-                    "pool holds its maximum of {} handlers",
-                    self.config.max_handlers
-                )));
-            }
-            let index = match t.free.pop() {
-                Some(i) => i,
-                None => {
-                    if t.slots.len() > INDEX_MASK {
-                        return Err(io::Error::other("handler table is full"));
-                    }
-                    t.slots.push(Slot {
-                        generation: 0,
-                        cell: None,
-                    });
-                    t.slots.len() - 1
-                }
-            };
-            t.slots[index].cell = Some(Arc::clone(&cell));
-            t.live += 1;
-            HandlerId::new(index, t.slots[index].generation)
-        };
+        let id = self
+            .table
+            .lock()
+            .insert(Arc::clone(&cell), self.config.max_handlers)?;
         let wake = || self.wake();
         let mut cx = self.context(id, local, &wake);
         let opened = catch_unwind(AssertUnwindSafe(|| handler.open(&mut cx)));
@@ -404,7 +352,7 @@ impl Lf {
     }
 
     fn dispatch(&self, local: &mut Local, id: HandlerId, work: Work) {
-        let Some(cell) = self.table.lock().cell(id) else {
+        let Some(cell) = self.table.lock().get(id).cloned() else {
             return; // stale token
         };
         if let Some(handler) = cell.offer(work) {
@@ -416,7 +364,7 @@ impl Lf {
     }
 
     fn close_by_id(&self, local: &mut Local, id: HandlerId) -> bool {
-        let Some(cell) = self.table.lock().cell(id) else {
+        let Some(cell) = self.table.lock().get(id).cloned() else {
             return false;
         };
         match cell.request_close() {
@@ -445,14 +393,7 @@ impl Lf {
         }
         drop(handler);
         self.timers.lock().cancel_owned_by(|owner| *owner == id);
-        {
-            let mut t = self.table.lock();
-            let slot = &mut t.slots[id.index()];
-            slot.cell = None;
-            slot.generation = (slot.generation + 1) & (usize::MAX >> INDEX_BITS);
-            t.free.push(id.index());
-            t.live -= 1;
-        }
+        self.table.lock().remove(id);
         if self.draining.load(Ordering::Acquire) && matches!(reason, CloseReason::Closed) {
             self.drained.fetch_add(1, Ordering::Relaxed);
         }
@@ -478,7 +419,7 @@ impl Lf {
         }
         if self.draining.load(Ordering::Acquire) {
             let deadline = *self.drain_deadline.lock();
-            let live = self.table.lock().live;
+            let live = self.table.lock().len();
             if (live == 0 || deadline.is_some_and(|d| now >= d))
                 && !self.stopping.swap(true, Ordering::AcqRel)
             {
@@ -591,7 +532,7 @@ impl Lf {
         let ids = self.table.lock().ids();
         let mut forced = 0;
         for id in ids {
-            let Some(cell) = self.table.lock().cell(id) else {
+            let Some(cell) = self.table.lock().get(id).cloned() else {
                 continue;
             };
             if let Some(h) = cell.request_close() {

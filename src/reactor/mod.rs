@@ -51,12 +51,15 @@
 mod lf;
 mod mailbox;
 pub mod serial;
+mod table;
 pub mod timer;
 
 pub use lf::LeaderFollowers;
 pub use mailbox::{Mailbox, Notify, Phase, PostError};
 pub use serial::{Finish, SerialCell, Work};
 pub use timer::{MissedTicks, TimerId, TimerQueue};
+
+use table::Table;
 
 use std::any::Any;
 use std::fmt;
@@ -314,12 +317,6 @@ pub struct Stats {
     pub closed: u64,
 }
 
-struct Slot {
-    generation: usize,
-    handler: Option<Box<dyn EventHandler>>,
-    occupied: bool,
-}
-
 impl Core {
     fn context(&mut self, id: HandlerId, now: Instant) -> Context<'_> {
         Context {
@@ -518,9 +515,7 @@ impl Builder {
         Ok(Reactor {
             events: Events::with_capacity(self.config.event_budget.max(1)),
             poll,
-            slots: Vec::new(),
-            free: Vec::new(),
-            live: 0,
+            table: Table::new(),
             core: Core {
                 registry,
                 timers: TimerQueue::new(),
@@ -545,9 +540,8 @@ impl Builder {
 pub struct Reactor {
     poll: Poll,
     events: Events,
-    slots: Vec<Slot>,
-    free: Vec<usize>,
-    live: usize,
+    /// A slot's value is `None` while its handler is out for an upcall.
+    table: Table<Option<Box<dyn EventHandler>>>,
     core: Core,
     config: Config,
     stats: Stats,
@@ -581,21 +575,18 @@ impl Reactor {
 
     /// Handlers open now.
     pub fn len(&self) -> usize {
-        self.live
+        self.table.len()
     }
 
     /// `true` if no handler is open.
     pub fn is_empty(&self) -> bool {
-        self.live == 0
+        self.table.len() == 0
     }
 
     /// Closes handler `id` (its `close` runs with [`CloseReason::Closed`]). Returns `false` if it
     /// is already gone, or if it is in the middle of an upcall (it can close itself then).
     pub fn close(&mut self, id: HandlerId) -> bool {
-        let index = id.index();
-        let live = self.slots.get(index).is_some_and(|slot| {
-            slot.occupied && slot.handler.is_some() && HandlerId::new(index, slot.generation) == id
-        });
+        let live = self.table.get(id).is_some_and(Option::is_some);
         if live {
             self.close_slot(id, CloseReason::Closed);
         }
@@ -608,37 +599,16 @@ impl Reactor {
     }
 
     fn add_boxed(&mut self, mut handler: Box<dyn EventHandler>) -> io::Result<HandlerId> {
-        if self.live >= self.config.max_handlers {
-            return Err(io::Error::other(format!(
-                "reactor holds its maximum of {} handlers",
-                self.config.max_handlers
-            )));
-        }
-        let index = match self.free.pop() {
-            Some(index) => index,
-            None => {
-                if self.slots.len() > INDEX_MASK {
-                    return Err(io::Error::other("reactor handler table is full"));
-                }
-                self.slots.push(Slot {
-                    generation: 0,
-                    handler: None,
-                    occupied: false,
-                });
-                self.slots.len() - 1
-            }
-        };
-        let slot = &mut self.slots[index];
-        slot.occupied = true;
-        let id = HandlerId::new(index, slot.generation);
-        self.live += 1;
+        let id = self.table.insert(None, self.config.max_handlers)?;
         self.stats.opened += 1;
         let now = self.core.clock.now();
         let mut cx = self.core.context(id, now);
         match catch_unwind(AssertUnwindSafe(|| handler.open(&mut cx))) {
             Ok(Ok(())) => {
                 let close = cx.close;
-                self.slots[index].handler = Some(handler);
+                if let Some(slot) = self.table.get_mut(id) {
+                    *slot = Some(handler);
+                }
                 if close {
                     self.close_slot(id, CloseReason::Closed);
                 }
@@ -675,14 +645,8 @@ impl Reactor {
         id: HandlerId,
         upcall: impl FnOnce(&mut dyn EventHandler, &mut Context<'_>),
     ) {
-        let index = id.index();
-        let Some(slot) = self.slots.get_mut(index) else {
-            return;
-        };
-        if !slot.occupied || HandlerId::new(index, slot.generation) != id {
-            return; // stale token: the handler it named is gone
-        }
-        let Some(mut handler) = slot.handler.take() else {
+        // A stale token (the handler it named is gone) finds nothing.
+        let Some(mut handler) = self.table.get_mut(id).and_then(Option::take) else {
             return;
         };
         self.stats.dispatches += 1;
@@ -700,7 +664,11 @@ impl Reactor {
         }
         match result {
             Ok(()) if close => self.finish_close(id, handler, CloseReason::Closed),
-            Ok(()) => self.slots[index].handler = Some(handler),
+            Ok(()) => {
+                if let Some(slot) = self.table.get_mut(id) {
+                    *slot = Some(handler);
+                }
+            }
             Err(panic) => {
                 let msg = panic_message(&*panic);
                 self.stats.panics += 1;
@@ -712,7 +680,7 @@ impl Reactor {
     }
 
     fn close_slot(&mut self, id: HandlerId, reason: CloseReason) {
-        if let Some(handler) = self.slots[id.index()].handler.take() {
+        if let Some(handler) = self.table.get_mut(id).and_then(Option::take) {
             self.finish_close(id, handler, reason);
         }
     }
@@ -732,11 +700,7 @@ impl Reactor {
         }
         drop(handler);
         self.core.timers.cancel_owned_by(|owner| *owner == id);
-        let slot = &mut self.slots[id.index()];
-        slot.occupied = false;
-        slot.generation = (slot.generation + 1) & (usize::MAX >> INDEX_BITS);
-        self.free.push(id.index());
-        self.live -= 1;
+        self.table.remove(id);
         self.stats.closed += 1;
         if self.core.draining && matches!(reason, CloseReason::Closed) {
             self.drained += 1;
@@ -760,7 +724,7 @@ impl Reactor {
             self.begin_drain(now);
         }
         if let Some(deadline) = self.drain_deadline
-            && (self.live == 0 || now >= deadline)
+            && (self.table.len() == 0 || now >= deadline)
         {
             return Ok(Some(self.finish_shutdown()));
         }
@@ -829,27 +793,19 @@ impl Reactor {
         self.core.draining = true;
         let grace = *self.core.handle.shared.grace.lock();
         self.drain_deadline = Some(now + grace);
-        tracing::info!(?grace, handlers = self.live, "posa reactor: draining");
-        let ids: Vec<HandlerId> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.occupied)
-            .map(|(i, s)| HandlerId::new(i, s.generation))
-            .collect();
+        tracing::info!(
+            ?grace,
+            handlers = self.table.len(),
+            "posa reactor: draining"
+        );
+        let ids = self.table.ids();
         for id in ids {
             self.dispatch(id, |h, cx| h.drain(cx));
         }
     }
 
     fn finish_shutdown(&mut self) -> ShutdownReport {
-        let ids: Vec<HandlerId> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.occupied)
-            .map(|(i, s)| HandlerId::new(i, s.generation))
-            .collect();
+        let ids = self.table.ids();
         let forced = ids.len();
         for id in ids {
             self.close_slot(id, CloseReason::Shutdown);
@@ -874,7 +830,7 @@ impl Host for Reactor {
         Reactor::close(self, id)
     }
     fn len(&self) -> usize {
-        self.live
+        self.table.len()
     }
 }
 
@@ -891,7 +847,7 @@ impl Drop for Reactor {
 impl fmt::Debug for Reactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reactor")
-            .field("handlers", &self.live)
+            .field("handlers", &self.table.len())
             .field("timers", &self.core.timers.len())
             .field("stats", &self.stats)
             .finish()
