@@ -10,6 +10,7 @@
 //! | [`tss`] | Thread-Specific Storage, contention-free counters and latency histograms |
 //! | [`clock`] | Lamport and hybrid logical clocks, and the `Clock` that every timer takes |
 //! | [`reactor`] | Reactor on mio: handler table, timer queue, cross-thread handle, two-phase shutdown; Leader/Followers |
+//! | [`pool`] | Thread Pool with pluggable schedulers (FIFO, LIFO, priority with aging, earliest deadline first) |
 //! | [`net`] | Acceptor (TCP/Unix, connection limit, descriptor exhaustion) and the echo service/server |
 //! | [`sync`] | the one door to synchronization types (std/parking_lot, or loom under `--cfg posa_loom`) |
 //!
@@ -21,6 +22,7 @@ pub mod act;
 pub mod clock;
 pub mod monitor;
 pub mod net;
+pub mod pool;
 pub mod reactor;
 pub mod sync;
 pub mod tss;
@@ -42,6 +44,8 @@ mod doc_pages {
     struct Net;
     #[doc = include_str!("../docs/leader-followers.md")]
     struct LeaderFollowers;
+    #[doc = include_str!("../docs/thread-pool.md")]
+    struct ThreadPool;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }

@@ -172,10 +172,10 @@ const PATTERNS: &[Pattern] = &[
         doc: "docs/net.md",
     },
     Pattern {
-        name: "Thread Pool with schedulers (FIFO, priority, deadline)",
+        name: "Thread Pool with schedulers (FIFO, LIFO, priority, deadline)",
         module: "posa::pool",
-        built: false,
-        doc: "docs/pool.md",
+        built: true,
+        doc: "docs/thread-pool.md",
     },
     Pattern {
         name: "Active Object",

@@ -1,0 +1,169 @@
+//! Question: what does it cost to run many tiny jobs through posa's pool, against what a user
+//! would pick instead? 10,000 jobs (each adds to a counter) from submit to the last completion:
+//! posa pool FIFO and priority (2 workers, waiting on every job's token: the real API cost),
+//! `rayon::spawn` + a latch (2 threads), a naive crossbeam-channel pool + a latch (2 workers),
+//! and a `std::thread::spawn` per job.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use posa::pool::{JobOptions, Priority, ThreadPool};
+
+const JOBS: usize = 10_000;
+
+/// Counts down to zero; the job that reaches zero wakes the waiter.
+struct Latch {
+    left: AtomicUsize,
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Latch {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(Self {
+            left: AtomicUsize::new(n),
+            done: Mutex::new(false),
+            cv: Condvar::new(),
+        })
+    }
+    fn count_down(&self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.done.lock().expect("latch") = true;
+            self.cv.notify_all();
+        }
+    }
+    fn wait(&self) {
+        let mut done = self.done.lock().expect("latch");
+        while !*done {
+            done = self.cv.wait(done).expect("latch");
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pool/10k_tiny_jobs");
+    g.throughput(Throughput::Elements(JOBS as u64));
+    g.sample_size(10);
+
+    let fifo = ThreadPool::builder()
+        .threads(2)
+        .capacity(JOBS)
+        .build()
+        .expect("pool");
+    g.bench_function("posa_fifo", |b| {
+        let sum = Arc::new(AtomicUsize::new(0));
+        b.iter(|| {
+            let tokens: Vec<_> = (0..JOBS)
+                .map(|i| {
+                    let sum = Arc::clone(&sum);
+                    fifo.submit(move || sum.fetch_add(i, Ordering::Relaxed))
+                        .expect("open")
+                })
+                .collect();
+            for t in tokens {
+                black_box(t.wait());
+            }
+        })
+    });
+
+    let prio = ThreadPool::builder()
+        .threads(2)
+        .capacity(JOBS)
+        .scheduler(Priority::new(4, None))
+        .build()
+        .expect("pool");
+    g.bench_function("posa_priority", |b| {
+        let sum = Arc::new(AtomicUsize::new(0));
+        b.iter(|| {
+            let tokens: Vec<_> = (0..JOBS)
+                .map(|i| {
+                    let sum = Arc::clone(&sum);
+                    prio.submit_with(JobOptions::priority((i % 4) as u8), move || {
+                        sum.fetch_add(i, Ordering::Relaxed)
+                    })
+                    .expect("open")
+                })
+                .collect();
+            for t in tokens {
+                black_box(t.wait());
+            }
+        })
+    });
+
+    let rayon = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("rayon");
+    g.bench_function("rayon_spawn_latch", |b| {
+        let sum = Arc::new(AtomicUsize::new(0));
+        b.iter(|| {
+            let latch = Latch::new(JOBS);
+            for i in 0..JOBS {
+                let (sum, latch) = (Arc::clone(&sum), Arc::clone(&latch));
+                rayon.spawn(move || {
+                    sum.fetch_add(i, Ordering::Relaxed);
+                    latch.count_down();
+                });
+            }
+            latch.wait();
+        })
+    });
+
+    type Job = Box<dyn FnOnce() + Send>;
+    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+    let naive: Vec<_> = (0..2)
+        .map(|_| {
+            let rx = rx.clone();
+            std::thread::spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+        })
+        .collect();
+    g.bench_function("crossbeam_channel_pool_latch", |b| {
+        let sum = Arc::new(AtomicUsize::new(0));
+        b.iter(|| {
+            let latch = Latch::new(JOBS);
+            for i in 0..JOBS {
+                let (sum, latch) = (Arc::clone(&sum), Arc::clone(&latch));
+                tx.send(Box::new(move || {
+                    sum.fetch_add(i, Ordering::Relaxed);
+                    latch.count_down();
+                }))
+                .expect("workers up");
+            }
+            latch.wait();
+        })
+    });
+
+    g.bench_function("std_thread_spawn_per_job", |b| {
+        let sum = Arc::new(AtomicUsize::new(0));
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let handles: Vec<_> = (0..JOBS)
+                    .map(|i| {
+                        let sum = Arc::clone(&sum);
+                        std::thread::spawn(move || sum.fetch_add(i, Ordering::Relaxed))
+                    })
+                    .collect();
+                for h in handles {
+                    black_box(h.join().expect("job"));
+                }
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+    drop(tx);
+    for w in naive {
+        w.join().expect("worker");
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,215 @@
+//! Scheduling strategies: which queued job a free worker runs next.
+//!
+//! Each strategy states its ordering guarantee; the pool holds one behind the [`Scheduler`]
+//! trait (Strategy pattern) and calls it under its monitor's lock.
+
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// What a job was submitted with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobMeta {
+    /// Submission order (unique, increasing).
+    pub seq: u64,
+    /// Priority: higher runs first under [`Priority`] (0 is the lowest).
+    pub priority: u8,
+    /// Deadline: earlier runs first under [`Deadline`].
+    pub deadline: Option<Instant>,
+    /// When it was queued.
+    pub enqueued: Instant,
+}
+
+/// A queued job with its metadata (the job itself is opaque to schedulers).
+pub struct Queued<J> {
+    /// What it was submitted with.
+    pub meta: JobMeta,
+    /// The job.
+    pub job: J,
+}
+
+impl<J> fmt::Debug for Queued<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queued").field("meta", &self.meta).finish()
+    }
+}
+
+/// A scheduling strategy: a queue with its own ordering.
+pub trait Scheduler<J>: Send {
+    /// Adds a job.
+    fn push(&mut self, job: Queued<J>);
+    /// Removes the job to run next (`now` is for strategies that age jobs).
+    fn pop(&mut self, now: Instant) -> Option<Queued<J>>;
+    /// Jobs queued.
+    fn len(&self) -> usize;
+    /// `true` if nothing is queued.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// First in, first out: jobs run in submission order.
+#[derive(Debug)]
+pub struct Fifo<J>(VecDeque<Queued<J>>);
+
+impl<J> Default for Fifo<J> {
+    fn default() -> Self {
+        Self(VecDeque::new())
+    }
+}
+
+impl<J: Send> Scheduler<J> for Fifo<J> {
+    fn push(&mut self, job: Queued<J>) {
+        self.0.push_back(job);
+    }
+    fn pop(&mut self, _: Instant) -> Option<Queued<J>> {
+        self.0.pop_front()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Last in, first out: the newest job runs first (cache-warm, unfair under load).
+#[derive(Debug)]
+pub struct Lifo<J>(Vec<Queued<J>>);
+
+impl<J> Default for Lifo<J> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<J: Send> Scheduler<J> for Lifo<J> {
+    fn push(&mut self, job: Queued<J>) {
+        self.0.push(job);
+    }
+    fn pop(&mut self, _: Instant) -> Option<Queued<J>> {
+        self.0.pop()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Strict priority with optional aging: the highest *effective* priority runs first, FIFO within
+/// a level. Without aging, effective = submitted priority. With aging `a`, a job gains one level
+/// for every `a` it has waited, so a low-priority job waits at most about
+/// `a × (levels above it)` once higher levels stop being refilled faster than that.
+#[derive(Debug)]
+pub struct Priority<J> {
+    levels: Vec<VecDeque<Queued<J>>>,
+    aging: Option<Duration>,
+    len: usize,
+}
+
+impl<J> Priority<J> {
+    /// `levels` priorities (0 to levels-1; higher values are clamped), optional aging.
+    pub fn new(levels: u8, aging: Option<Duration>) -> Self {
+        Self {
+            levels: (0..levels.max(1)).map(|_| VecDeque::new()).collect(),
+            aging: aging.filter(|a| !a.is_zero()),
+            len: 0,
+        }
+    }
+
+    fn effective(&self, level: usize, meta: &JobMeta, now: Instant) -> u128 {
+        let aged = self.aging.map_or(0, |a| {
+            now.saturating_duration_since(meta.enqueued).as_nanos() / a.as_nanos()
+        });
+        level as u128 + aged
+    }
+}
+
+impl<J: Send> Scheduler<J> for Priority<J> {
+    fn push(&mut self, job: Queued<J>) {
+        let level = usize::from(job.meta.priority).min(self.levels.len() - 1);
+        self.levels[level].push_back(job);
+        self.len += 1;
+    }
+
+    fn pop(&mut self, now: Instant) -> Option<Queued<J>> {
+        // The head of each level is its oldest job, so it has the level's highest effective
+        // priority: compare heads only. Ties go to the higher level; within a level, FIFO.
+        let best = self
+            .levels
+            .iter()
+            .enumerate()
+            .filter_map(|(level, q)| q.front().map(|j| (level, j)))
+            .max_by_key(|(level, j)| (self.effective(*level, &j.meta, now), *level))
+            .map(|(level, _)| level)?;
+        self.len -= 1;
+        self.levels[best].pop_front()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// When a job is due: any deadline comes before none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    At(Instant),
+    Never,
+}
+
+struct ByDue<J> {
+    key: (Due, u64),
+    job: Queued<J>,
+}
+
+impl<J> PartialEq for ByDue<J> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl<J> Eq for ByDue<J> {}
+impl<J> PartialOrd for ByDue<J> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<J> Ord for ByDue<J> {
+    /// Reversed, so the max-heap pops the earliest key.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.key.cmp(&self.key)
+    }
+}
+
+/// Earliest deadline first (scheduling by timestamp): the job with the earliest deadline runs
+/// first; equal deadlines run in submission order; jobs without a deadline run after every job
+/// that has one, in submission order.
+pub struct Deadline<J>(BinaryHeap<ByDue<J>>);
+
+impl<J> Default for Deadline<J> {
+    fn default() -> Self {
+        Self(BinaryHeap::new())
+    }
+}
+
+impl<J> fmt::Debug for Deadline<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deadline")
+            .field("len", &self.0.len())
+            .finish()
+    }
+}
+
+impl<J: Send> Scheduler<J> for Deadline<J> {
+    fn push(&mut self, job: Queued<J>) {
+        let due = job.meta.deadline.map_or(Due::Never, Due::At);
+        self.0.push(ByDue {
+            key: (due, job.meta.seq),
+            job,
+        });
+    }
+
+    fn pop(&mut self, _: Instant) -> Option<Queued<J>> {
+        self.0.pop().map(|b| b.job)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
