@@ -10,6 +10,7 @@
 //! | [`tss`] | Thread-Specific Storage, contention-free counters and latency histograms |
 //! | [`clock`] | Lamport and hybrid logical clocks, and the `Clock` that every timer takes |
 //! | [`reactor`] | Reactor on mio: handler table, timer queue, cross-thread handle, two-phase shutdown; Leader/Followers |
+//! | [`active`] | Active Object: proxy, bounded priority activation list with guards, servant thread |
 //! | [`pool`] | Thread Pool with pluggable schedulers (FIFO, LIFO, priority with aging, earliest deadline first) |
 //! | [`net`] | Acceptor (TCP/Unix, connection limit, descriptor exhaustion) and the echo service/server |
 //! | [`sync`] | the one door to synchronization types (std/parking_lot, or loom under `--cfg posa_loom`) |
@@ -19,6 +20,7 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 
 pub mod act;
+pub mod active;
 pub mod clock;
 pub mod monitor;
 pub mod net;
@@ -46,6 +48,8 @@ mod doc_pages {
     struct LeaderFollowers;
     #[doc = include_str!("../docs/thread-pool.md")]
     struct ThreadPool;
+    #[doc = include_str!("../docs/active-object.md")]
+    struct ActiveObject;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }

@@ -180,8 +180,8 @@ const PATTERNS: &[Pattern] = &[
     Pattern {
         name: "Active Object",
         module: "posa::active",
-        built: false,
-        doc: "docs/active.md",
+        built: true,
+        doc: "docs/active-object.md",
     },
     Pattern {
         name: "Half-Sync/Half-Async",
