@@ -105,16 +105,6 @@ trait Request<S>: Send {
     fn abandoned(&self) -> bool;
 }
 
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
-
 type Guard<S> = Box<dyn Fn(&S) -> bool + Send>;
 
 struct Call<S, F, T> {
@@ -136,8 +126,10 @@ where
         match catch_unwind(AssertUnwindSafe(|| guard(servant))) {
             Ok(holds) => holds,
             Err(p) => {
-                self.guard_panic
-                    .set(Some(format!("guard panicked: {}", panic_text(&*p))));
+                self.guard_panic.set(Some(format!(
+                    "guard panicked: {}",
+                    crate::panic_message(&*p)
+                )));
                 true
             }
         }
@@ -159,7 +151,7 @@ where
             return;
         }
         let result = catch_unwind(AssertUnwindSafe(|| f(servant)))
-            .map_err(|p| MethodError::Panicked(panic_text(&*p)));
+            .map_err(|p| MethodError::Panicked(crate::panic_message(&*p)));
         completer.complete(result);
     }
 

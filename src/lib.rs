@@ -29,6 +29,17 @@ pub mod reactor;
 pub mod sync;
 pub mod tss;
 
+/// The message of a caught panic's payload (`&str` or `String`), for error values and logs.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
 /// The pattern pages in `docs/` are compiled and run as doc tests, so their examples stay true.
 #[cfg(doctest)]
 mod doc_pages {

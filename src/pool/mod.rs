@@ -163,16 +163,8 @@ struct TaskImpl<F, T> {
 impl<F: FnOnce() -> T + Send, T: Send> Task for TaskImpl<F, T> {
     fn run(self: Box<Self>) {
         let TaskImpl { f, completer } = *self;
-        let result = catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
-            let msg = if let Some(s) = p.downcast_ref::<&str>() {
-                (*s).to_owned()
-            } else if let Some(s) = p.downcast_ref::<String>() {
-                s.clone()
-            } else {
-                "non-string panic payload".to_owned()
-            };
-            JobError::Panicked(msg)
-        });
+        let result = catch_unwind(AssertUnwindSafe(f))
+            .map_err(|p| JobError::Panicked(crate::panic_message(&*p)));
         completer.complete(result);
     }
 
@@ -493,14 +485,8 @@ mod tests {
 
     /// A pool whose single worker is parked on a gate, so queued order can be observed.
     /// (Dropping the gate job's token would cancel it, so the token is handed back too.)
-    fn gated(
-        scheduler: impl Scheduler<Job> + 'static,
-    ) -> (ThreadPool, mpsc::Sender<()>, JobToken<()>) {
-        let pool = ThreadPool::builder()
-            .threads(1)
-            .scheduler(scheduler)
-            .build()
-            .unwrap();
+    fn gated_with(builder: Builder) -> (ThreadPool, mpsc::Sender<()>, JobToken<()>) {
+        let pool = builder.threads(1).build().unwrap();
         let (open, gate) = mpsc::channel::<()>();
         let (started_tx, started) = mpsc::channel::<()>();
         let held = pool
@@ -511,6 +497,12 @@ mod tests {
             .unwrap();
         started.recv().unwrap(); // the worker is busy: what follows queues up
         (pool, open, held)
+    }
+
+    fn gated(
+        scheduler: impl Scheduler<Job> + 'static,
+    ) -> (ThreadPool, mpsc::Sender<()>, JobToken<()>) {
+        gated_with(ThreadPool::builder().scheduler(scheduler))
     }
 
     fn order_of(
@@ -573,24 +565,11 @@ mod tests {
 
     #[test]
     fn rejection_policies() {
-        let (pool, gate, _held) = {
-            let pool = ThreadPool::builder()
-                .threads(1)
+        let (pool, gate, _held) = gated_with(
+            ThreadPool::builder()
                 .capacity(1)
-                .when_full(WhenFull::Reject)
-                .build()
-                .unwrap();
-            let (open, gate) = mpsc::channel::<()>();
-            let (started_tx, started) = mpsc::channel::<()>();
-            let held = pool
-                .submit(move || {
-                    started_tx.send(()).unwrap();
-                    gate.recv().unwrap();
-                })
-                .unwrap();
-            started.recv().unwrap();
-            (pool, open, held)
-        };
+                .when_full(WhenFull::Reject),
+        );
         let queued = pool.submit(|| 1).unwrap();
         match pool.submit(|| 2) {
             Err(SubmitError::Full(f)) => assert_eq!(f(), 2, "the job comes back"),
@@ -600,21 +579,11 @@ mod tests {
         assert_eq!(queued.wait().into_result().unwrap(), 1);
         drop(pool);
 
-        let pool = ThreadPool::builder()
-            .threads(1)
-            .capacity(1)
-            .when_full(WhenFull::CallerRuns)
-            .build()
-            .unwrap();
-        let (open, gate) = mpsc::channel::<()>();
-        let (started_tx, started) = mpsc::channel::<()>();
-        let _held2 = pool
-            .submit(move || {
-                started_tx.send(()).unwrap();
-                gate.recv().unwrap();
-            })
-            .unwrap();
-        started.recv().unwrap();
+        let (pool, gate, _held) = gated_with(
+            ThreadPool::builder()
+                .capacity(1)
+                .when_full(WhenFull::CallerRuns),
+        );
         let _queued = pool.submit(|| ()).unwrap();
         let here = std::thread::current().id();
         let ran_on = pool.submit(move || std::thread::current().id()).unwrap();
@@ -623,7 +592,7 @@ mod tests {
             here,
             "ran on the caller"
         );
-        open.send(()).unwrap();
+        gate.send(()).unwrap();
     }
 
     #[test]

@@ -61,7 +61,6 @@ pub use timer::{MissedTicks, TimerId, TimerQueue};
 
 use table::Table;
 
-use std::any::Any;
 use std::fmt;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -71,6 +70,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 
 use crate::act::{self, Completer, Token as ActToken};
 use crate::clock::{Clock, SystemClock};
+use crate::panic_message;
 use crate::sync::{Arc, Mutex};
 
 const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -863,16 +863,6 @@ fn publish_report(shared: &Shared, report: ShutdownReport) {
     };
     for completer in waiting {
         completer.complete(Ok(report));
-    }
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
     }
 }
 
