@@ -48,7 +48,7 @@ fn budget_limited_acceptor_is_rerun_while_another_thread_leads() {
         .into_result()
         .unwrap();
     assert_eq!(runner.join().unwrap().unwrap(), report);
-    assert_eq!(stats.closed.load(std::sync::atomic::Ordering::Relaxed), 20);
+    assert_eq!(stats.closed.sum(), 20);
 }
 
 /// Asks to be re-run a few times from a timer; registers no source, so nothing else wakes a

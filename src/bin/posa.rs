@@ -99,12 +99,13 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
         .iter()
         .fold((0, 0), |(d, f), r| (d + r.drained, f + r.forced));
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let bytes = echo.bytes.sum();
     eprintln!(
         "posa echo-server: stopped: {} connections accepted, {} refused at --max-conns, {} bytes echoed; \
          at shutdown {drained} handlers drained, {forced} closed at the deadline",
         load(&accepts.accepted),
         load(&accepts.rejected_limit),
-        load(&echo.bytes),
+        bytes,
     );
     Ok(())
 }

@@ -45,7 +45,7 @@ use super::table::Table;
 use super::{
     CloseReason, Config, Context, EventHandler, HandlerId, Host, Job, Mailbox, Phase,
     ReactorHandle, Readiness, ReportState, Shared, ShutdownReport, TimerAccess, TimerId,
-    TimerQueue, WAKE_TOKEN, panic_message, publish_report,
+    TimerQueue, WAKE_TOKEN, panic_message, publish_report, timed_upcall,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -293,19 +293,12 @@ impl Lf {
     ) -> Option<Box<dyn EventHandler>> {
         let wake = || self.wake();
         let mut cx = self.context(id, local, &wake);
-        let started = self.config.stall_threshold.map(|_| Instant::now());
-        let result = catch_unwind(AssertUnwindSafe(|| match work {
+        let (result, _stalled) = timed_upcall(id, self.config.stall_threshold, || match work {
             Work::Ready(r) => handler.ready(r, &mut cx),
             Work::Timeout(t) => handler.timeout(t, &mut cx),
             Work::Drain => handler.drain(&mut cx),
-        }));
+        });
         let close = cx.close;
-        if let (Some(started), Some(threshold)) = (started, self.config.stall_threshold) {
-            let took = started.elapsed();
-            if took > threshold {
-                tracing::warn!(handler = ?id, ?took, ?threshold, "posa leader/followers: upcall stalled a thread");
-            }
-        }
         match result {
             Ok(()) if close => {
                 self.finish_close(local, id, cell, handler, CloseReason::Closed);

@@ -652,15 +652,12 @@ impl Reactor {
         self.stats.dispatches += 1;
         let now = self.core.clock.now();
         let mut cx = self.core.context(id, now);
-        let started = self.config.stall_threshold.map(|_| Instant::now());
-        let result = catch_unwind(AssertUnwindSafe(|| upcall(&mut *handler, &mut cx)));
+        let (result, stalled) = timed_upcall(id, self.config.stall_threshold, || {
+            upcall(&mut *handler, &mut cx)
+        });
         let close = cx.close;
-        if let (Some(started), Some(threshold)) = (started, self.config.stall_threshold) {
-            let took = started.elapsed();
-            if took > threshold {
-                self.stats.stalls += 1;
-                tracing::warn!(handler = ?id, ?took, ?threshold, "posa reactor: upcall stalled the loop");
-            }
+        if stalled {
+            self.stats.stalls += 1;
         }
         match result {
             Ok(()) if close => self.finish_close(id, handler, CloseReason::Closed),
@@ -852,6 +849,29 @@ impl fmt::Debug for Reactor {
             .field("stats", &self.stats)
             .finish()
     }
+}
+
+/// Runs one upcall under `catch_unwind` and reports it (`tracing::warn`) if it ran longer than
+/// `threshold`: the one stall detector of both event-loop models. Returns the upcall's result
+/// and whether it stalled.
+fn timed_upcall(
+    id: HandlerId,
+    threshold: Option<Duration>,
+    upcall: impl FnOnce(),
+) -> (std::thread::Result<()>, bool) {
+    let started = threshold.map(|_| Instant::now());
+    let result = catch_unwind(AssertUnwindSafe(upcall));
+    let stalled = match (started, threshold) {
+        (Some(started), Some(threshold)) => {
+            let took = started.elapsed();
+            if took > threshold {
+                tracing::warn!(handler = ?id, ?took, ?threshold, "posa: upcall stalled its thread");
+            }
+            took > threshold
+        }
+        _ => false,
+    };
+    (result, stalled)
 }
 
 /// Stores the final report and answers every `shutdown` token waiting for it.
