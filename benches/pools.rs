@@ -1,6 +1,7 @@
 //! Question: what does it cost to run many tiny jobs through posa's pool, against what a user
 //! would pick instead? 10,000 jobs (each adds to a counter) from submit to the last completion:
-//! posa pool FIFO and priority (2 workers, waiting on every job's token: the real API cost),
+//! posa pool work-stealing FIFO (timed, the default, and untimed), ordered FIFO and priority
+//! (2 workers, waiting on every job's token: the real API cost),
 //! `rayon::spawn` + a latch (2 threads), a naive crossbeam-channel pool + a latch (2 workers),
 //! and a `std::thread::spawn` per job.
 
@@ -10,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use posa::pool::{JobOptions, Priority, ThreadPool};
+use posa::pool::{Fifo, JobOptions, Priority, ThreadPool};
 
 const JOBS: usize = 10_000;
 
@@ -43,31 +44,50 @@ impl Latch {
     }
 }
 
+/// Submits 10,000 jobs and waits on every token.
+fn run_posa(b: &mut criterion::Bencher<'_>, pool: &ThreadPool) {
+    let sum = Arc::new(AtomicUsize::new(0));
+    b.iter(|| {
+        let tokens: Vec<_> = (0..JOBS)
+            .map(|i| {
+                let sum = Arc::clone(&sum);
+                pool.submit(move || sum.fetch_add(i, Ordering::Relaxed))
+                    .expect("open")
+            })
+            .collect();
+        for t in tokens {
+            black_box(t.wait());
+        }
+    })
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pool/10k_tiny_jobs");
     g.throughput(Throughput::Elements(JOBS as u64));
     g.sample_size(10);
 
-    let fifo = ThreadPool::builder()
+    let stealing = ThreadPool::builder()
         .threads(2)
         .capacity(JOBS)
         .build()
         .expect("pool");
-    g.bench_function("posa_fifo", |b| {
-        let sum = Arc::new(AtomicUsize::new(0));
-        b.iter(|| {
-            let tokens: Vec<_> = (0..JOBS)
-                .map(|i| {
-                    let sum = Arc::clone(&sum);
-                    fifo.submit(move || sum.fetch_add(i, Ordering::Relaxed))
-                        .expect("open")
-                })
-                .collect();
-            for t in tokens {
-                black_box(t.wait());
-            }
-        })
-    });
+    g.bench_function("posa_stealing", |b| run_posa(b, &stealing));
+
+    let fifo = ThreadPool::builder()
+        .threads(2)
+        .capacity(JOBS)
+        .scheduler(Fifo::default())
+        .build()
+        .expect("pool");
+    g.bench_function("posa_fifo_ordered", |b| run_posa(b, &fifo));
+
+    let untimed = ThreadPool::builder()
+        .threads(2)
+        .capacity(JOBS)
+        .timing(false)
+        .build()
+        .expect("pool");
+    g.bench_function("posa_stealing_untimed", |b| run_posa(b, &untimed));
 
     let prio = ThreadPool::builder()
         .threads(2)

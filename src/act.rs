@@ -468,6 +468,21 @@ impl<T, E, R> Token<T, E, R> {
     }
 }
 
+impl<T, E, R> Token<T, E, R> {
+    /// Lets the operation run to its end with nobody waiting for the outcome (dropping a token
+    /// instead asks for cancellation). The outcome is dropped when it is stated.
+    ///
+    /// ```
+    /// let (completer, token) = posa::act::pair::<u8, ()>();
+    /// token.detach();
+    /// assert!(!completer.is_cancelled());
+    /// completer.complete(Ok(1)); // nobody listens; nothing leaks
+    /// ```
+    pub fn detach(mut self) {
+        self.shared = None;
+    }
+}
+
 impl<T, E, R> Drop for Token<T, E, R> {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {

@@ -112,6 +112,20 @@ impl Condvar {
     }
 }
 
+/// Orders a `SeqCst` write before a later `SeqCst` load of *another* atomic in a Dekker-style
+/// hand-off ("I set my flag, now I read yours"; the other side does the mirror image).
+///
+/// In Rust's (C++20's) memory model all `SeqCst` operations form one total order, which already
+/// forbids both sides missing each other, so a normal build emits nothing here. loom models
+/// `SeqCst` accesses as `AcqRel` (weaker) but `SeqCst` fences exactly, so under `posa_loom`
+/// this is a `SeqCst` fence and the models check the same argument instead of reporting a
+/// false alarm. Use it only between `SeqCst` accesses of plain atomics.
+#[inline(always)]
+pub fn dekker_fence() {
+    #[cfg(posa_loom)]
+    atomic::fence(atomic::Ordering::SeqCst);
+}
+
 /// Spins briefly, then yields a few times, until `done()` holds; returns whether it did.
 ///
 /// This is posa's one spin-then-block policy (crossbeam's `Backoff`): a blocking hand-off that

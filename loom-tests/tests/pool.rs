@@ -1,18 +1,29 @@
-//! loom models of `posa::pool`: a worker completing a token, submit racing shutdown, and
-//! blocking submitters against a capacity-1 queue.
+//! loom models of `posa::pool`: a worker completing a token, submit racing shutdown (stealing
+//! and ordered queues), blocking submitters against a capacity-1 queue, a job queued on a busy
+//! worker's own deque being stolen, a pool growing from zero workers, and a future woken while
+//! it is being polled. (The work-stealing deques are a lock-based stand-in under loom; the
+//! models cover the pool's protocol around them: `pending`, idle/wake, shutdown.)
 #![cfg(posa_loom)]
 
-use posa::act::Outcome;
-use posa::pool::{Shutdown, SubmitError, ThreadPool, WhenFull};
+use posa::act::{self, Outcome};
+use posa::pool::{Builder, Fifo, Shutdown, SubmitError, ThreadPool, WhenFull};
 use posa::sync::{Arc, thread};
 
+/// One worker over an ordered FIFO queue (the protocol under test does not depend on the
+/// queue; the work-stealing stand-in's extra locks would multiply the interleavings).
 fn pool(capacity: usize) -> ThreadPool {
-    ThreadPool::builder()
+    builder()
+        .scheduler(Fifo::default())
         .threads(1)
         .capacity(capacity)
         .when_full(WhenFull::Block)
         .build()
         .unwrap()
+}
+
+/// Timing off: per-thread HDR histograms would only slow the models down.
+fn builder() -> Builder {
+    ThreadPool::builder().timing(false)
 }
 
 #[test]
@@ -61,5 +72,72 @@ fn blocking_submitters_against_capacity_one_lose_nothing() {
         assert_eq!(a.wait(), Outcome::Completed(Ok(1)));
         assert_eq!(b.wait(), Outcome::Completed(Ok(2)));
         assert_eq!(other.join().unwrap(), Outcome::Completed(Ok(10)));
+    });
+}
+
+#[test]
+fn ordered_submit_racing_shutdown_now_is_run_cancelled_or_refused() {
+    loom::model(|| {
+        let p = Arc::new(
+            builder()
+                .threads(1)
+                .scheduler(Fifo::default())
+                .build()
+                .unwrap(),
+        );
+        let submitter = {
+            let p = Arc::clone(&p);
+            thread::spawn(move || match p.submit(|| 1) {
+                Ok(token) => !matches!(token.wait(), Outcome::Abandoned),
+                Err(SubmitError::ShutDown(_)) => true,
+                Err(SubmitError::Full(_)) => false,
+            })
+        };
+        p.close(Shutdown::Now);
+        assert!(submitter.join().unwrap(), "the job was lost");
+    });
+}
+
+#[test]
+fn a_job_queued_on_a_blocked_workers_deque_is_stolen() {
+    loom::model(|| {
+        let p = Arc::new(builder().threads(2).build().unwrap());
+        let inner_pool = Arc::clone(&p);
+        // A runs on one worker, queues B on that worker's own deque, then waits for B: only the
+        // other worker stealing B can finish A.
+        let a = p
+            .submit(move || {
+                let b = inner_pool.submit(|| 2).unwrap();
+                b.wait()
+            })
+            .unwrap();
+        assert_eq!(a.wait(), Outcome::Completed(Ok(Outcome::Completed(Ok(2)))));
+        // The job held the pool's Arc; dropping the last one joins both workers.
+    });
+}
+
+#[test]
+fn a_pool_grows_from_zero_workers() {
+    loom::model(|| {
+        let p = builder().min_threads(0).max_threads(1).build().unwrap();
+        assert_eq!(p.threads(), 0);
+        let t = p.submit(|| 3).unwrap();
+        assert_eq!(t.wait(), Outcome::Completed(Ok(3)));
+        assert_eq!(p.shutdown(Shutdown::Graceful), 0);
+    });
+}
+
+#[test]
+fn a_future_woken_during_its_poll_is_polled_again() {
+    loom::model(|| {
+        let p = builder().threads(1).build().unwrap();
+        let (completer, later) = act::pair::<u8, ()>();
+        let fut = p
+            .spawn_future(async move { later.await.into_result().unwrap() + 1 })
+            .unwrap();
+        // Completes (and wakes) from another thread: before, during or after the first poll.
+        let waker = thread::spawn(move || completer.complete(Ok(1)));
+        assert_eq!(fut.wait(), Outcome::Completed(Ok(2)));
+        waker.join().unwrap();
     });
 }

@@ -1,22 +1,43 @@
 //! Thread Pool with pluggable schedulers.
 //!
-//! A [`ThreadPool`] runs submitted closures on a fixed set of worker threads and answers each
-//! with an [`act`](crate::act) token. Which queued job runs next is a [`Scheduler`] strategy:
-//! [`Fifo`], [`Lifo`], [`Priority`] (strict, with optional aging) or [`Deadline`] (earliest
-//! deadline first). The queue is bounded; when it is full, [`WhenFull`] decides: block the
-//! submitter, reject (the job comes back in the error), or run the job on the caller's thread.
+//! A [`ThreadPool`] runs submitted closures (and futures, [`ThreadPool::spawn_future`]) on a set of
+//! worker threads that grows when work waits and shrinks after a keep-alive, and answers each
+//! with an [`act`](crate::act) token. Which queued job runs next is a strategy:
+//!
+//! - **work-stealing FIFO** (the default, [`Builder::work_stealing`]): jobs submitted from outside
+//!   go to a shared injector queue, jobs submitted by a job go to its worker's own deque; an idle
+//!   worker takes from its deque, then a batch from the injector, then steals half of another
+//!   worker's deque (crossbeam-deque). Every [`GLOBAL_CHECK_INTERVAL`]th job a worker looks at
+//!   the injector first, so jobs that keep re-submitting each other cannot starve work from
+//!   outside for more than that many jobs.
+//! - an **ordered** [`Scheduler`] ([`Builder::scheduler`]): [`Fifo`], [`Lifo`], [`Priority`]
+//!   (strict, with optional aging) or [`Deadline`] (earliest deadline first), one queue shared by
+//!   all workers under a lock, so every worker always takes the globally best job. That is how
+//!   stealing never inverts priorities here (rayon#957): ordered pools do not steal, and the
+//!   stealing pool has no priorities to invert. There is no "run next" slot in either.
+//!
+//! The queue is bounded; when it is full, [`WhenFull`] decides: block the submitter, reject (the
+//! job comes back in the error), or run the job on the caller's thread. A worker of the pool
+//! never blocks on its own pool: when the queue is full it runs its new job inline instead,
+//! so workers cannot all wait for room that only workers can make.
 //!
 //! # Algorithm and invariants
-//! - The queue is the scheduler inside a [`Monitor`] with two [`Condition`]s (not empty, not
-//!   full), the crate's one bounded-queue mechanism. Workers wait on "not empty", submitters on
-//!   "not full"; each hand-off notifies one waiter.
-//! - A job runs at most once and its token is answered exactly once: `Completed` with the value,
-//!   `Completed(Err(JobError::Panicked))` if it panicked (the worker survives, so the pool keeps
-//!   its size), `Cancelled` if the pool was shut down `Now` before it ran or its token asked for
-//!   cancellation before a worker picked it up.
-//! - Shutdown is graceful (queued jobs still run) or `Now` (queued jobs are cancelled); either
-//!   way no job is lost and every worker is joined. `Drop` shuts down `Now`, joins, and logs
-//!   while a running job keeps it waiting rather than hanging silently.
+//! - `pending` counts jobs queued or about to be (a submitter counts its job before it pushes it
+//!   and before it checks for shutdown). A worker that finds nothing registers as idle and then
+//!   re-reads `pending` under the control lock; a submitter pushes, then reads the idle count and
+//!   wakes a worker under the same lock. Both accesses are `SeqCst`, so either the worker sees
+//!   the job or the submitter sees the worker: no job sleeps in a queue while a worker sleeps.
+//! - `load` counts queued jobs plus live futures against the capacity; a blocked submitter waits
+//!   for it under the same idle/wake protocol (on the "room" condition).
+//! - A job runs at most once and its token is answered exactly once: `Completed` with the
+//!   value, `Completed(Err(JobError::Panicked))` if it panicked (the worker survives, so the
+//!   pool keeps its size), `Cancelled` if the pool was shut down `Now` before it ran or its token
+//!   asked for cancellation before a worker picked it up.
+//! - Shutdown is graceful (queued jobs still run) or `Now` (queued jobs are cancelled, from every
+//!   deque); either way no job is lost and every worker is joined. `Drop` shuts down `Now`,
+//!   joins, and logs while a running job keeps it waiting rather than hanging silently.
+//! - Statistics are per-thread ([`tss`](crate::tss)) counters and HDR histograms: a worker
+//!   never writes a cache line another worker writes.
 //!
 //! ```
 //! use posa::pool::{JobOptions, Priority, ThreadPool};
@@ -30,10 +51,15 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod deque;
+mod future;
 pub mod scheduler;
+mod stats;
 
 pub use scheduler::{Deadline, Fifo, JobMeta, Lifo, Priority, Queued, Scheduler};
+pub use stats::{Latency, PoolStats, Running};
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -41,8 +67,18 @@ use std::time::{Duration, Instant};
 
 use crate::act::{self, Completer, Token};
 use crate::monitor::{Condition, Monitor};
-use crate::sync::Arc;
+use crate::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use crate::sync::dekker_fence;
 use crate::sync::thread::{self, JoinHandle};
+use crate::sync::{Arc, Mutex};
+use crossbeam_utils::CachePadded;
+
+use deque::{Injector, Steal, Stealer, Worker};
+
+/// A work-stealing worker looks at the shared injector before its own deque once every this
+/// many jobs (Go's and tokio's choice), the bound on how long work from outside can wait behind
+/// jobs that keep re-submitting each other.
+pub const GLOBAL_CHECK_INTERVAL: u32 = 61;
 
 /// Why a job produced no value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +186,9 @@ impl JobOptions {
 }
 
 trait Task: Send {
-    fn run(self: Box<Self>);
+    /// Runs the task; counts it in `stats` *before* answering its token, so whoever waits on
+    /// the token sees the count.
+    fn run(self: Box<Self>, stats: &stats::Stats);
     fn cancel(self: Box<Self>);
     fn cancel_requested(&self) -> bool;
 }
@@ -161,11 +199,18 @@ struct TaskImpl<F, T> {
 }
 
 impl<F: FnOnce() -> T + Send, T: Send> Task for TaskImpl<F, T> {
-    fn run(self: Box<Self>) {
+    fn run(self: Box<Self>, stats: &stats::Stats) {
         let TaskImpl { f, completer } = *self;
-        let result = catch_unwind(AssertUnwindSafe(f))
-            .map_err(|p| JobError::Panicked(crate::panic_message(&*p)));
-        completer.complete(result);
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(value) => {
+                stats.completed.incr();
+                completer.complete(Ok(value));
+            }
+            Err(p) => {
+                stats.panicked.incr();
+                completer.complete(Err(JobError::Panicked(crate::panic_message(&*p))));
+            }
+        }
     }
 
     fn cancel(self: Box<Self>) {
@@ -178,7 +223,14 @@ impl<F: FnOnce() -> T + Send, T: Send> Task for TaskImpl<F, T> {
 }
 
 /// A queued job, opaque: what a [`Scheduler`] of this pool holds.
-pub struct Job(Box<dyn Task>);
+pub struct Job {
+    task: Box<dyn Task>,
+    /// When it was queued (for the queue-wait histogram), if the pool times jobs.
+    enqueued: Option<Instant>,
+    /// A closure job holds one unit of `load` until it is taken off the queue; a future's
+    /// runnable does not (the future holds one for its whole life).
+    holds_load: bool,
+}
 
 impl fmt::Debug for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -186,46 +238,119 @@ impl fmt::Debug for Job {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Running,
-    Draining,
-    Stopping,
+const RUNNING: u8 = 0;
+const DRAINING: u8 = 1;
+const STOPPING: u8 = 2;
+
+// One per pool, built once and never moved: the injector's padding costs nothing here.
+#[allow(clippy::large_enum_variant)]
+enum Queue {
+    Stealing {
+        injector: Injector<Job>,
+        stealers: Box<[Stealer<Job>]>,
+        /// Each slot's own deque while no thread holds it.
+        locals: Box<[Mutex<Option<Worker<Job>>>]>,
+    },
+    Ordered(Mutex<Ordered>),
 }
 
-struct State {
+struct Ordered {
     scheduler: Box<dyn Scheduler<Job>>,
-    capacity: usize,
     next_seq: u64,
-    phase: Phase,
+}
+
+struct Ctl {
     alive: usize,
+    /// Worker slots no thread holds.
+    free: Vec<usize>,
+    /// The last thread that held each slot.
+    handles: Vec<Option<JoinHandle<()>>>,
+}
+
+struct Hot {
+    /// Queued jobs plus live futures, against `capacity`.
+    load: AtomicUsize,
+    /// Jobs queued or about to be.
+    pending: AtomicUsize,
+    /// Pushes so far (wrapping): what an idle worker waits to see move.
+    pushes: AtomicUsize,
+}
+
+struct Quiet {
+    phase: AtomicU8,
+    /// Workers registered idle (changed under `ctl`).
+    idle: AtomicUsize,
+    /// Submitters waiting for room (changed under `ctl`).
+    blocked: AtomicUsize,
 }
 
 struct Inner {
-    state: Monitor<State>,
-    not_empty: Condition,
-    not_full: Condition,
-    exited: Condition,
+    queue: Queue,
+    name: String,
+    capacity: usize,
     when_full: WhenFull,
+    min: usize,
+    max: usize,
+    keep_alive: Duration,
+    stall: Option<Duration>,
+    /// Written for every job by submitters and workers: one cache line.
+    hot: CachePadded<Hot>,
+    /// Read for every job, written rarely: a line of its own, so the writes above do not
+    /// evict it.
+    quiet: CachePadded<Quiet>,
+    ctl: Monitor<Ctl>,
+    work: Condition,
+    room: Condition,
+    exited: Condition,
+    stats: stats::Stats,
+    /// Per slot: when its current job started (ns since `epoch`, plus 1), 0 when idle.
+    running: Box<[AtomicU64]>,
+    epoch: Instant,
+}
+
+/// The worker this thread is, if it is one.
+struct Current {
+    pool: usize,
+    slot: usize,
+    local: Option<Worker<Job>>,
+}
+
+#[cfg(not(posa_loom))]
+std::thread_local! {
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+}
+
+#[cfg(posa_loom)]
+loom::thread_local! {
+    static CURRENT: RefCell<Option<Current>> = RefCell::new(None);
 }
 
 /// Configures a [`ThreadPool`].
 pub struct Builder {
     name: String,
-    threads: usize,
+    min: usize,
+    max: usize,
+    keep_alive: Duration,
     capacity: usize,
     when_full: WhenFull,
-    scheduler: Box<dyn Scheduler<Job>>,
+    scheduler: Option<Box<dyn Scheduler<Job>>>,
+    timing: bool,
+    stall: Option<Duration>,
 }
 
 impl Default for Builder {
     fn default() -> Self {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             name: "posa-pool".to_owned(),
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            min: n,
+            max: n,
+            keep_alive: Duration::from_secs(10),
             capacity: 1024,
             when_full: WhenFull::Block,
-            scheduler: Box::new(Fifo::default()),
+            scheduler: None,
+            timing: true,
+            stall: None,
         }
     }
 }
@@ -237,13 +362,35 @@ impl Builder {
         self
     }
 
-    /// Worker threads (at least 1; default: available parallelism).
+    /// A fixed number of workers (at least 1; default: available parallelism).
     pub fn threads(mut self, threads: usize) -> Self {
-        self.threads = threads.max(1);
+        self.min = threads.max(1);
+        self.max = self.min;
         self
     }
 
-    /// Jobs queued at most (at least 1; default 1024).
+    /// Workers kept even when idle (default: the fixed size). May be 0.
+    pub fn min_threads(mut self, min: usize) -> Self {
+        self.min = min;
+        self.max = self.max.max(min).max(1);
+        self
+    }
+
+    /// Workers at most: the pool starts one more when a job is queued and no worker is idle,
+    /// up to this many (at least 1).
+    pub fn max_threads(mut self, max: usize) -> Self {
+        self.max = max.max(1);
+        self.min = self.min.min(self.max);
+        self
+    }
+
+    /// How long a worker above `min_threads` may stay idle before it exits (default 10 s).
+    pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// Jobs queued at most (at least 1; default 1024). Live futures count too.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
@@ -255,80 +402,449 @@ impl Builder {
         self
     }
 
-    /// The scheduling strategy (default [`Fifo`]).
-    pub fn scheduler(mut self, scheduler: impl Scheduler<Job> + 'static) -> Self {
-        self.scheduler = Box::new(scheduler);
+    /// Work-stealing FIFO (the default): see the [module docs](self).
+    pub fn work_stealing(mut self) -> Self {
+        self.scheduler = None;
         self
     }
 
-    /// Starts the workers.
+    /// An ordered scheduling strategy shared by all workers: [`Fifo`], [`Lifo`], [`Priority`],
+    /// [`Deadline`] or your own.
+    pub fn scheduler(mut self, scheduler: impl Scheduler<Job> + 'static) -> Self {
+        self.scheduler = Some(Box::new(scheduler));
+        self
+    }
+
+    /// Record queue-wait and run-time histograms and track running jobs for
+    /// [`ThreadPool::running_longer_than`] (default on; two clock reads per job).
+    pub fn timing(mut self, timing: bool) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    /// Log (`tracing::warn`) and count every job that ran longer than `threshold`
+    /// (default: off). Needs [`timing`](Self::timing).
+    pub fn stall_threshold(mut self, threshold: Duration) -> Self {
+        self.stall = Some(threshold);
+        self
+    }
+
+    /// Starts the first `min_threads` workers.
     pub fn build(self) -> io::Result<ThreadPool> {
-        let inner = Arc::new(Inner {
-            state: Monitor::new(State {
-                scheduler: self.scheduler,
-                capacity: self.capacity,
+        let slots = self.max;
+        let queue = match self.scheduler {
+            Some(scheduler) => Queue::Ordered(Mutex::new(Ordered {
+                scheduler,
                 next_seq: 0,
-                phase: Phase::Running,
-                alive: self.threads,
-            }),
-            not_empty: Condition::new(),
-            not_full: Condition::new(),
-            exited: Condition::new(),
-            when_full: self.when_full,
-        });
-        let mut workers = Vec::with_capacity(self.threads);
-        for i in 0..self.threads {
-            let inner2 = Arc::clone(&inner);
-            let spawned = thread::Builder::new()
-                .name(format!("{}-{i}", self.name))
-                .spawn(move || worker(&inner2));
-            match spawned {
-                Ok(w) => workers.push(w),
-                Err(e) => {
-                    // Do not leave the started workers behind.
-                    inner.state.with(|s| s.alive -= self.threads - i);
-                    let mut pool = ThreadPool { inner, workers };
-                    pool.stop(Shutdown::Now);
-                    return Err(e);
+            })),
+            None => {
+                let locals: Vec<Worker<Job>> = (0..slots).map(|_| Worker::new_fifo()).collect();
+                Queue::Stealing {
+                    injector: Injector::new(),
+                    stealers: locals.iter().map(Worker::stealer).collect(),
+                    locals: locals.into_iter().map(|w| Mutex::new(Some(w))).collect(),
                 }
             }
+        };
+        let inner = Arc::new(Inner {
+            queue,
+            name: self.name,
+            capacity: self.capacity,
+            when_full: self.when_full,
+            min: self.min,
+            max: self.max,
+            keep_alive: self.keep_alive,
+            stall: self.stall.filter(|_| self.timing),
+            hot: CachePadded::new(Hot {
+                load: AtomicUsize::new(0),
+                pending: AtomicUsize::new(0),
+                pushes: AtomicUsize::new(0),
+            }),
+            quiet: CachePadded::new(Quiet {
+                phase: AtomicU8::new(RUNNING),
+                idle: AtomicUsize::new(0),
+                blocked: AtomicUsize::new(0),
+            }),
+            ctl: Monitor::new(Ctl {
+                alive: 0,
+                free: (0..slots).rev().collect(),
+                handles: (0..slots).map(|_| None).collect(),
+            }),
+            work: Condition::new(),
+            room: Condition::new(),
+            exited: Condition::new(),
+            stats: stats::Stats::new(self.timing),
+            running: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
+        });
+        let mut pool = ThreadPool {
+            inner,
+            stopped: false,
+        };
+        for _ in 0..self.min {
+            let mut ctl = pool.inner.ctl.lock();
+            if let Err(e) = Inner::start_worker(&pool.inner, &mut ctl) {
+                drop(ctl);
+                pool.stop(Shutdown::Now); // do not leave the started workers behind
+                return Err(e);
+            }
         }
-        Ok(ThreadPool { inner, workers })
+        Ok(pool)
     }
 }
 
-fn worker(inner: &Inner) {
-    loop {
-        let job = {
-            let mut s = inner.state.lock();
-            s.wait_on_while(&inner.not_empty, |s| {
-                s.scheduler.is_empty() && s.phase == Phase::Running
-            });
-            s.scheduler.pop(Instant::now())
+impl Inner {
+    fn id(inner: &Arc<Inner>) -> usize {
+        Arc::as_ptr(inner) as usize
+    }
+
+    fn phase(&self) -> u8 {
+        self.quiet.phase.load(SeqCst)
+    }
+
+    /// The calling thread's slot if it is a worker of this pool.
+    fn current_slot(inner: &Arc<Inner>) -> Option<usize> {
+        let id = Inner::id(inner);
+        CURRENT.with(|c| c.borrow().as_ref().filter(|c| c.pool == id).map(|c| c.slot))
+    }
+
+    /// Starts a worker in a free slot (under the control lock).
+    fn start_worker(inner: &Arc<Inner>, ctl: &mut Ctl) -> io::Result<()> {
+        let Some(slot) = ctl.free.pop() else {
+            return Ok(());
         };
-        let Some(job) = job else {
-            break; // draining or stopping, and nothing left
-        };
-        inner.not_full.notify_one();
-        let task = job.job.0;
-        if task.cancel_requested() {
-            task.cancel(); // nobody waits for it any more: do not run it
-        } else {
-            task.run();
+        // The slot's previous thread has left its loop (it freed the slot): reap it.
+        if let Some(old) = ctl.handles[slot].take() {
+            let _ = old.join();
+        }
+        let inner2 = Arc::clone(inner);
+        let spawned = thread::Builder::new()
+            .name(format!("{}-{slot}", inner.name))
+            .spawn(move || worker_main(inner2, slot));
+        match spawned {
+            Ok(handle) => {
+                ctl.handles[slot] = Some(handle);
+                ctl.alive += 1;
+                Ok(())
+            }
+            Err(e) => {
+                ctl.free.push(slot);
+                Err(e)
+            }
         }
     }
-    inner.state.with(|s| s.alive -= 1);
+
+    /// Takes a unit of capacity for a new job, blocking per policy. `Err(true)`: shut down;
+    /// `Err(false)`: full.
+    fn reserve(&self, may_block: bool) -> Result<(), bool> {
+        loop {
+            if self.phase() != RUNNING {
+                return Err(true);
+            }
+            let n = self.hot.load.load(SeqCst);
+            if n < self.capacity {
+                if self
+                    .hot
+                    .load
+                    .compare_exchange(n, n + 1, SeqCst, SeqCst)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            if !may_block || self.when_full != WhenFull::Block {
+                return Err(false);
+            }
+            let mut ctl = self.ctl.lock();
+            self.quiet.blocked.fetch_add(1, SeqCst);
+            dekker_fence(); // pairs with the fence in `release`
+            ctl.wait_on_while(&self.room, |_| {
+                self.phase() == RUNNING && self.hot.load.load(SeqCst) >= self.capacity
+            });
+            self.quiet.blocked.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// Gives a unit of capacity back and wakes a blocked submitter.
+    fn release(&self) {
+        self.hot.load.fetch_sub(1, SeqCst);
+        dekker_fence(); // pairs with the fence in `reserve`: see the blocked count or be seen
+        if self.quiet.blocked.load(SeqCst) > 0 {
+            drop(self.ctl.lock());
+            self.room.notify_one();
+        }
+    }
+
+    /// Queues `job`, counted in `pending` first; hands it back if the pool stopped taking work.
+    fn push(inner: &Arc<Inner>, job: Job, options: JobOptions) -> Result<(), Job> {
+        inner.hot.pending.fetch_add(1, SeqCst);
+        dekker_fence(); // pairs with `close`: see the new phase, or be seen by the workers
+        if inner.phase() != RUNNING {
+            inner.hot.pending.fetch_sub(1, SeqCst);
+            inner.wake_all_idle(); // a worker may be waiting for `pending` to reach 0 to exit
+            return Err(job);
+        }
+        match &inner.queue {
+            Queue::Stealing { injector, .. } => {
+                let id = Inner::id(inner);
+                let job = CURRENT.with(|c| match c.borrow().as_ref() {
+                    Some(Current {
+                        pool,
+                        local: Some(local),
+                        ..
+                    }) if *pool == id => {
+                        local.push(job);
+                        None
+                    }
+                    _ => Some(job),
+                });
+                if let Some(job) = job {
+                    injector.push(job);
+                }
+            }
+            Queue::Ordered(q) => {
+                let mut q = q.lock();
+                let seq = q.next_seq;
+                q.next_seq += 1;
+                q.scheduler.push(Queued {
+                    meta: JobMeta {
+                        seq,
+                        priority: options.priority,
+                        deadline: options.deadline,
+                        enqueued: job.enqueued.unwrap_or_else(Instant::now),
+                    },
+                    job,
+                });
+            }
+        }
+        inner.hot.pushes.fetch_add(1, SeqCst);
+        Inner::wake_worker(inner);
+        Ok(())
+    }
+
+    /// After a push: wake an idle worker, or start one if none is idle and there is room.
+    fn wake_worker(inner: &Arc<Inner>) {
+        // Pairs with the fence in `idle_wait`: a worker registers idle before it looks at
+        // `pushes`, we moved `pushes` before we look at `idle`.
+        dekker_fence();
+        if inner.quiet.idle.load(SeqCst) == 0 && inner.min == inner.max {
+            return; // every worker is busy and will look for work before it sleeps
+        }
+        let mut ctl = inner.ctl.lock();
+        if inner.quiet.idle.load(SeqCst) > 0 {
+            drop(ctl);
+            inner.work.notify_one();
+        } else if ctl.alive < inner.max
+            && inner.phase() == RUNNING
+            && let Err(e) = Inner::start_worker(inner, &mut ctl)
+        {
+            // The busy workers will still run the job; the pool just does not grow.
+            tracing::warn!(error = %e, "posa pool: could not start another worker");
+        }
+    }
+
+    fn wake_one_idle(&self) {
+        dekker_fence(); // pairs with the fence in `idle_wait`
+        if self.quiet.idle.load(SeqCst) > 0 {
+            drop(self.ctl.lock());
+            self.work.notify_one();
+        }
+    }
+
+    fn wake_all_idle(&self) {
+        dekker_fence(); // pairs with the fence in `idle_wait`
+        if self.quiet.idle.load(SeqCst) > 0 {
+            drop(self.ctl.lock());
+            self.work.notify_all();
+        }
+    }
+
+    /// Takes the next job for the worker in `slot`.
+    fn find(&self, slot: usize, tick: u32) -> Option<Job> {
+        match &self.queue {
+            Queue::Ordered(q) => q.lock().scheduler.pop(Instant::now()).map(|q| q.job),
+            Queue::Stealing {
+                injector, stealers, ..
+            } => CURRENT.with(|c| {
+                let c = c.borrow();
+                let local = c.as_ref().and_then(|c| c.local.as_ref())?;
+                let from_injector = || retry(|| injector.steal_batch_and_pop(local));
+                if tick.is_multiple_of(GLOBAL_CHECK_INTERVAL)
+                    && let Some(job) = from_injector()
+                {
+                    return Some(job);
+                }
+                let job = local.pop().or_else(from_injector).or_else(|| {
+                    let n = stealers.len();
+                    (1..n)
+                        .find_map(|i| retry(|| stealers[(slot + i) % n].steal_batch_and_pop(local)))
+                })?;
+                // Work left in this deque while others sleep: wake one to steal it. (A cheap
+                // hint, not a guarantee: this worker runs its own deque in any case.)
+                if self.quiet.idle.load(SeqCst) > 0 && !local.is_empty() {
+                    self.hot.pushes.fetch_add(1, SeqCst);
+                    self.wake_one_idle();
+                }
+                Some(job)
+            }),
+        }
+    }
+
+    /// Takes any queued job from any thread (shutdown `Now`).
+    fn take_any(&self) -> Option<Job> {
+        match &self.queue {
+            Queue::Ordered(q) => q.lock().scheduler.pop(Instant::now()).map(|q| q.job),
+            Queue::Stealing {
+                injector, stealers, ..
+            } => retry(|| injector.steal())
+                .or_else(|| stealers.iter().find_map(|s| retry(|| s.steal()))),
+        }
+    }
+
+    /// Runs (or, when stopping or unwanted, cancels) a job taken off the queue.
+    fn execute(&self, slot: usize, job: Job) {
+        self.hot.pending.fetch_sub(1, SeqCst);
+        if self.phase() != RUNNING {
+            self.wake_all_idle(); // an idle worker may be waiting for `pending` to reach 0
+        }
+        if job.holds_load {
+            self.release();
+        }
+        if self.phase() == STOPPING || job.task.cancel_requested() {
+            job.task.cancel();
+            self.stats.cancelled.incr();
+            return;
+        }
+        let started = self.stats.timing.then(Instant::now);
+        if let Some(started) = started {
+            if let Some(enqueued) = job.enqueued {
+                self.stats
+                    .record_wait(started.saturating_duration_since(enqueued));
+            }
+            let since = started.saturating_duration_since(self.epoch).as_nanos();
+            self.running[slot].store(u64::try_from(since).unwrap_or(u64::MAX - 1) + 1, SeqCst);
+        }
+        job.task.run(&self.stats);
+        if let Some(started) = started {
+            self.running[slot].store(0, SeqCst);
+            let took = started.elapsed();
+            self.stats.record_run(took);
+            if let Some(threshold) = self.stall
+                && took > threshold
+            {
+                self.stats.stalled.incr();
+                tracing::warn!(pool = %self.name, ?took, ?threshold, "posa pool: job stalled its worker");
+            }
+        }
+    }
+
+    /// Nothing found since `pushes` read `seen`: sleep until a push or shutdown. `false`: this
+    /// worker exits (its slot freed). It sleeps rather than spins even when `pending` says a
+    /// job is on its way: its submitter wakes a worker after the push.
+    fn idle_wait(&self, slot: usize, seen: usize) -> bool {
+        let mut ctl = self.ctl.lock();
+        self.quiet.idle.fetch_add(1, SeqCst);
+        dekker_fence(); // pairs with the fences in `wake_worker` and `wake_all_idle`
+        let keep = loop {
+            if self.hot.pushes.load(SeqCst) != seen {
+                break true;
+            }
+            // Stopping for good needs an empty queue and no job on its way to it.
+            if self.phase() != RUNNING && self.hot.pending.load(SeqCst) == 0 {
+                break false;
+            }
+            let waiting = |_: &mut Ctl| {
+                self.hot.pushes.load(SeqCst) == seen
+                    && (self.phase() == RUNNING || self.hot.pending.load(SeqCst) > 0)
+            };
+            if ctl.alive > self.min {
+                let deadline = crate::monitor::deadline_after(self.keep_alive);
+                if ctl
+                    .wait_on_while_until(&self.work, deadline, waiting)
+                    .is_err()
+                {
+                    break false; // idle for the whole keep-alive, above the minimum: shrink
+                }
+            } else {
+                ctl.wait_on_while(&self.work, waiting);
+            }
+        };
+        self.quiet.idle.fetch_sub(1, SeqCst);
+        if !keep {
+            // Free the slot under the lock, so a submitter that finds no idle worker can start
+            // one in it at once. The deque is empty: only this worker pushes to it, and it
+            // found nothing.
+            let local = CURRENT.with(|c| c.borrow_mut().as_mut().and_then(|c| c.local.take()));
+            if let (Queue::Stealing { locals, .. }, Some(local)) = (&self.queue, local) {
+                *locals[slot].lock() = Some(local);
+            }
+            ctl.free.push(slot);
+            ctl.alive -= 1;
+        }
+        keep
+    }
+}
+
+#[cfg(test)]
+impl ThreadPool {
+    /// Waits (up to 10 s) until at most `n` workers are alive; returns how many are.
+    fn wait_threads_at_most(&self, n: usize) -> usize {
+        let mut ctl = self.inner.ctl.lock();
+        let deadline = crate::monitor::deadline_after(Duration::from_secs(10));
+        let _ = ctl.wait_on_while_until(&self.inner.exited, deadline, |c| c.alive > n);
+        ctl.alive
+    }
+}
+
+/// Retries a steal while it asks to.
+fn retry(mut steal: impl FnMut() -> Steal<Job>) -> Option<Job> {
+    loop {
+        match steal() {
+            Steal::Success(job) => return Some(job),
+            Steal::Empty => return None,
+            Steal::Retry => {}
+        }
+    }
+}
+
+fn worker_main(inner: Arc<Inner>, slot: usize) {
+    let local = match &inner.queue {
+        Queue::Stealing { locals, .. } => locals[slot].lock().take(),
+        Queue::Ordered(_) => None,
+    };
+    CURRENT.with(|c| {
+        *c.borrow_mut() = Some(Current {
+            pool: Inner::id(&inner),
+            slot,
+            local,
+        })
+    });
+    let mut tick = 0u32;
+    loop {
+        tick = tick.wrapping_add(1);
+        let seen = inner.hot.pushes.load(SeqCst);
+        if let Some(job) = inner.find(slot, tick) {
+            inner.execute(slot, job);
+            continue;
+        }
+        if !inner.idle_wait(slot, seen) {
+            break;
+        }
+    }
+    CURRENT.with(|c| c.borrow_mut().take());
     inner.exited.notify_all();
 }
 
 /// A pool of worker threads with a pluggable scheduler. See the [module docs](self).
 pub struct ThreadPool {
     inner: Arc<Inner>,
-    workers: Vec<JoinHandle<()>>,
+    stopped: bool,
 }
 
 impl ThreadPool {
-    /// A FIFO pool of `threads` workers with a queue of 1024 that blocks submitters when full.
+    /// A work-stealing FIFO pool of `threads` workers with a queue of 1024 that blocks
+    /// submitters when full.
     pub fn new(threads: usize) -> io::Result<Self> {
         Builder::default().threads(threads).build()
     }
@@ -357,47 +873,129 @@ impl ThreadPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let mut s = self.inner.state.lock();
-        loop {
-            if s.phase != Phase::Running {
-                return Err(SubmitError::ShutDown(f));
+        let inner = &self.inner;
+        let on_worker = Inner::current_slot(inner).is_some();
+        match inner.reserve(!on_worker) {
+            Ok(()) => {}
+            Err(true) => return Err(SubmitError::ShutDown(f)),
+            Err(false) if inner.when_full == WhenFull::Reject => {
+                inner.stats.rejected.incr();
+                return Err(SubmitError::Full(f));
             }
-            if s.scheduler.len() < s.capacity {
-                break;
-            }
-            match self.inner.when_full {
-                WhenFull::Reject => return Err(SubmitError::Full(f)),
-                WhenFull::CallerRuns => {
-                    drop(s);
-                    let (completer, token) = act::pair();
-                    Box::new(TaskImpl { f, completer }).run();
-                    return Ok(token);
-                }
-                WhenFull::Block => s.wait_on_while(&self.inner.not_full, |s| {
-                    s.phase == Phase::Running && s.scheduler.len() >= s.capacity
-                }),
+            Err(false) => {
+                // CallerRuns, or a worker of this pool facing a full queue under Block.
+                inner.stats.submitted.incr();
+                let (completer, token) = act::pair();
+                Box::new(TaskImpl { f, completer }).run(&inner.stats);
+                return Ok(token);
             }
         }
         let (completer, token) = act::pair();
-        let seq = s.next_seq;
-        s.next_seq += 1;
-        s.scheduler.push(Queued {
-            meta: JobMeta {
-                seq,
-                priority: options.priority,
-                deadline: options.deadline,
-                enqueued: Instant::now(),
-            },
-            job: Job(Box::new(TaskImpl { f, completer })),
-        });
-        drop(s);
-        self.inner.not_empty.notify_one();
+        let job = Job {
+            task: Box::new(TaskImpl { f, completer }),
+            enqueued: inner.stats.timing.then(Instant::now),
+            holds_load: true,
+        };
+        match Inner::push(inner, job, options) {
+            Ok(()) => inner.stats.submitted.incr(),
+            Err(job) => {
+                // Shut down between the reservation and the push: the token says Cancelled.
+                inner.release();
+                job.task.cancel();
+            }
+        }
         Ok(token)
+    }
+
+    /// Runs `future` on the pool: each time its waker is woken, the pool queues it to be polled
+    /// again (with `options`). So `act` tokens, and any other future, can be awaited in pool
+    /// work. A live future counts against the capacity until it finishes.
+    ///
+    /// A full queue rejects (under [`WhenFull::CallerRuns`] too: the future comes back, to be
+    /// awaited by the caller). A future still waiting when the pool shuts down is cancelled
+    /// when it is next woken; dropping its token cancels it at its next wake-up.
+    ///
+    /// ```
+    /// use posa::pool::ThreadPool;
+    ///
+    /// let pool = ThreadPool::new(2)?;
+    /// let inner = pool.submit(|| 20).unwrap();
+    /// let outer = pool.spawn_future(async move { inner.await.into_result().unwrap() + 1 });
+    /// let outer = outer.unwrap();
+    /// assert_eq!(outer.wait().into_result().unwrap(), 21);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn spawn_future<F>(&self, future: F) -> Result<JobToken<F::Output>, SubmitError<F>>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_future_with(JobOptions::default(), future)
+    }
+
+    /// [`spawn_future`](Self::spawn_future) with a priority and/or deadline for every poll.
+    pub fn spawn_future_with<F>(
+        &self,
+        options: JobOptions,
+        future: F,
+    ) -> Result<JobToken<F::Output>, SubmitError<F>>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let inner = &self.inner;
+        match inner.reserve(Inner::current_slot(inner).is_none()) {
+            Ok(()) => {}
+            Err(true) => return Err(SubmitError::ShutDown(future)),
+            Err(false) => {
+                inner.stats.rejected.incr();
+                return Err(SubmitError::Full(future));
+            }
+        }
+        inner.stats.submitted.incr();
+        Ok(future::spawn(inner, options, future))
     }
 
     /// Jobs queued and not yet started.
     pub fn queued(&self) -> usize {
-        self.inner.state.lock().scheduler.len()
+        self.inner.hot.pending.load(SeqCst)
+    }
+
+    /// Worker threads alive now.
+    pub fn threads(&self) -> usize {
+        self.inner.ctl.lock().alive
+    }
+
+    /// Counters, queue depth and latency summaries, aggregated over every thread.
+    pub fn stats(&self) -> PoolStats {
+        let inner = &self.inner;
+        inner.stats.snapshot(
+            inner.hot.pending.load(SeqCst),
+            inner.ctl.lock().alive,
+            inner.quiet.idle.load(SeqCst),
+        )
+    }
+
+    /// The stall report: every worker whose current job has been running longer than
+    /// `threshold`, longest first (needs [`Builder::timing`]).
+    pub fn running_longer_than(&self, threshold: Duration) -> Vec<Running> {
+        let now = Instant::now().saturating_duration_since(self.inner.epoch);
+        let mut out: Vec<Running> = self
+            .inner
+            .running
+            .iter()
+            .enumerate()
+            .filter_map(|(worker, started)| {
+                let started = started.load(SeqCst).checked_sub(1)?;
+                let running_for = now.saturating_sub(Duration::from_nanos(started));
+                (running_for > threshold).then_some(Running {
+                    worker,
+                    running_for,
+                })
+            })
+            .collect();
+        out.sort_by_key(|r| std::cmp::Reverse(r.running_for));
+        out
     }
 
     /// Shuts down and joins every worker; returns how many queued jobs were cancelled.
@@ -409,51 +1007,61 @@ impl ThreadPool {
     /// [`SubmitError::ShutDown`]); with [`Shutdown::Now`] queued jobs are cancelled now. Returns
     /// how many were cancelled. Dropping or [`shutdown`](Self::shutdown) then joins the workers.
     pub fn close(&self, mode: Shutdown) -> usize {
-        let cancelled: Vec<Job> = {
-            let mut s = self.inner.state.lock();
+        let inner = &self.inner;
+        {
+            let _ctl = inner.ctl.lock();
             match mode {
                 Shutdown::Graceful => {
-                    if s.phase == Phase::Running {
-                        s.phase = Phase::Draining;
-                    }
-                    Vec::new()
+                    let _ = inner
+                        .quiet
+                        .phase
+                        .compare_exchange(RUNNING, DRAINING, SeqCst, SeqCst);
                 }
-                Shutdown::Now => {
-                    s.phase = Phase::Stopping;
-                    let now = Instant::now();
-                    std::iter::from_fn(|| s.scheduler.pop(now).map(|q| q.job)).collect()
-                }
+                Shutdown::Now => inner.quiet.phase.store(STOPPING, SeqCst),
             }
-        };
-        self.inner.not_empty.notify_all();
-        self.inner.not_full.notify_all();
-        let n = cancelled.len();
-        for job in cancelled {
-            job.0.cancel();
+            dekker_fence(); // pairs with the fence in `push`
         }
-        n
+        inner.work.notify_all();
+        inner.room.notify_all();
+        if mode == Shutdown::Graceful {
+            return 0;
+        }
+        let mut cancelled = 0;
+        while let Some(job) = inner.take_any() {
+            inner.hot.pending.fetch_sub(1, SeqCst);
+            if job.holds_load {
+                inner.release();
+            }
+            job.task.cancel();
+            inner.stats.cancelled.incr();
+            cancelled += 1;
+        }
+        inner.wake_all_idle();
+        cancelled
     }
 
     fn stop(&mut self, mode: Shutdown) -> usize {
         let n = self.close(mode);
+        self.stopped = true;
         // Wait for the workers; say so while a long-running job keeps us waiting.
-        loop {
-            let mut s = self.inner.state.lock();
-            let waited = s.wait_on_while_until(
+        let handles = loop {
+            let mut ctl = self.inner.ctl.lock();
+            let waited = ctl.wait_on_while_until(
                 &self.inner.exited,
                 crate::monitor::deadline_after(Duration::from_secs(5)),
-                |s| s.alive > 0,
+                |c| c.alive > 0,
             );
             if waited.is_ok() {
-                break;
+                break std::mem::take(&mut ctl.handles);
             }
             tracing::warn!(
-                running = s.alive,
+                pool = %self.inner.name,
+                running = ctl.alive,
                 "posa pool: still waiting for running jobs to finish before the pool can stop"
             );
-        }
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+        };
+        for handle in handles.into_iter().flatten() {
+            let _ = handle.join();
         }
         n
     }
@@ -462,7 +1070,7 @@ impl ThreadPool {
 impl Drop for ThreadPool {
     /// Cancels what is queued, waits for running jobs (logging while it waits), joins workers.
     fn drop(&mut self) {
-        if !self.workers.is_empty() {
+        if !self.stopped {
             self.stop(Shutdown::Now);
         }
     }
@@ -471,7 +1079,8 @@ impl Drop for ThreadPool {
 impl fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ThreadPool")
-            .field("workers", &self.workers.len())
+            .field("name", &self.inner.name)
+            .field("threads", &self.threads())
             .field("queued", &self.queued())
             .finish()
     }
@@ -626,9 +1235,9 @@ mod tests {
         let pool = ThreadPool::new(2).unwrap();
         let inner = Arc::clone(&pool.inner);
         drop(pool);
-        assert_eq!(inner.state.lock().alive, 0, "drop joined every worker");
+        assert_eq!(inner.ctl.lock().alive, 0, "drop joined every worker");
         let pool = ThreadPool::new(1).unwrap();
-        pool.inner.state.with(|s| s.phase = Phase::Draining);
+        assert_eq!(pool.close(Shutdown::Graceful), 0);
         assert!(matches!(pool.submit(|| ()), Err(SubmitError::ShutDown(_))));
     }
 
@@ -645,5 +1254,227 @@ mod tests {
         assert_eq!(token.wait(), Outcome::Cancelled(()));
         pool.shutdown(Shutdown::Graceful);
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    }
+    #[test]
+    fn work_stealing_runs_outside_submissions_in_order_on_one_worker() {
+        let (p, g, _held) = gated_with(ThreadPool::builder().work_stealing());
+        let d = JobOptions::default();
+        let jobs = (1..=50).map(|i| (d, i)).collect();
+        assert_eq!(order_of(p, g, jobs), (1..=50).collect::<Vec<_>>());
+    }
+
+    /// Two jobs that keep re-submitting each other (A, B, A, ...) and one job from outside (C),
+    /// one worker: how many chain jobs run after C was queued and before C runs.
+    fn chain_jobs_ahead_of_outside_job(builder: Builder) -> usize {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        const CAP: usize = 10_000; // without fairness C would wait for the whole chain
+        struct Chain {
+            pool: std::sync::OnceLock<std::sync::Weak<ThreadPool>>,
+            runs: AtomicUsize,
+            c_ran: AtomicBool,
+            go: std::sync::Mutex<Option<mpsc::Receiver<()>>>,
+        }
+        fn link(chain: std::sync::Arc<Chain>) {
+            if let Some(go) = chain.go.lock().unwrap().take() {
+                go.recv().unwrap(); // the first link waits until C is queued
+            } else {
+                chain.runs.fetch_add(1, SeqCst);
+            }
+            if chain.c_ran.load(SeqCst) || chain.runs.load(SeqCst) >= CAP {
+                return;
+            }
+            if let Some(pool) = chain.pool.get().and_then(std::sync::Weak::upgrade) {
+                let next = std::sync::Arc::clone(&chain);
+                if let Ok(token) = pool.submit(move || link(next)) {
+                    token.detach();
+                }
+            }
+        }
+        let pool = std::sync::Arc::new(builder.threads(1).build().unwrap());
+        let (go_tx, go_rx) = mpsc::channel();
+        let chain = std::sync::Arc::new(Chain {
+            pool: std::sync::OnceLock::new(),
+            runs: AtomicUsize::new(0),
+            c_ran: AtomicBool::new(false),
+            go: std::sync::Mutex::new(Some(go_rx)),
+        });
+        let _ = chain.pool.set(std::sync::Arc::downgrade(&pool));
+        let first = std::sync::Arc::clone(&chain);
+        pool.submit(move || link(first)).unwrap().detach();
+        let c_chain = std::sync::Arc::clone(&chain);
+        let c = pool
+            .submit(move || {
+                c_chain.c_ran.store(true, SeqCst);
+                c_chain.runs.load(SeqCst)
+            })
+            .unwrap();
+        go_tx.send(()).unwrap();
+        c.wait().into_result().unwrap()
+    }
+
+    #[test]
+    fn jobs_resubmitting_each_other_cannot_starve_an_outside_job() {
+        let stealing = chain_jobs_ahead_of_outside_job(ThreadPool::builder().work_stealing());
+        assert!(
+            stealing <= GLOBAL_CHECK_INTERVAL as usize,
+            "work stealing: {stealing} chain jobs ran ahead of the outside job"
+        );
+        let fifo =
+            chain_jobs_ahead_of_outside_job(ThreadPool::builder().scheduler(Fifo::default()));
+        assert!(fifo <= 1, "ordered FIFO: {fifo} chain jobs ran ahead");
+    }
+
+    #[test]
+    fn grows_when_work_waits_and_shrinks_after_keep_alive() {
+        let pool = ThreadPool::builder()
+            .min_threads(0)
+            .max_threads(3)
+            .keep_alive(Duration::ZERO)
+            .build()
+            .unwrap();
+        assert_eq!(pool.threads(), 0, "min 0: no worker until there is work");
+        let (started_tx, started) = mpsc::channel();
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let tokens: Vec<_> = (0..3)
+            .map(|i| {
+                let (tx, gate) = (started_tx.clone(), std::sync::Arc::clone(&gate));
+                pool.submit(move || {
+                    tx.send(i).unwrap();
+                    gate.wait(); // all three must be running at once
+                })
+                .unwrap()
+            })
+            .collect();
+        for _ in 0..3 {
+            started
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the pool grew to run three blocking jobs at once");
+        }
+        assert_eq!(pool.threads(), 3);
+        gate.wait();
+        for t in tokens {
+            t.wait().into_result().unwrap();
+        }
+        assert_eq!(
+            pool.wait_threads_at_most(0),
+            0,
+            "idle workers above min exit"
+        );
+        // And it grows again from zero.
+        assert_eq!(pool.submit(|| 9).unwrap().wait().into_result().unwrap(), 9);
+    }
+
+    #[test]
+    fn a_worker_never_blocks_on_its_own_full_pool() {
+        let pool = std::sync::Arc::new(
+            ThreadPool::builder()
+                .threads(1)
+                .capacity(1)
+                .when_full(WhenFull::Block)
+                .build()
+                .unwrap(),
+        );
+        let p = std::sync::Arc::clone(&pool);
+        let outer = pool
+            .submit(move || {
+                // Fill the queue from inside, then submit once more: Block would deadlock the
+                // only worker; it runs the job inline instead.
+                let queued = p.submit(|| 1).unwrap();
+                let inline = p.submit(|| 2).unwrap();
+                (queued, inline.wait().into_result().unwrap())
+            })
+            .unwrap();
+        let (queued, inline) = outer.wait().into_result().unwrap();
+        assert_eq!(inline, 2);
+        assert_eq!(queued.wait().into_result().unwrap(), 1);
+    }
+
+    #[test]
+    fn statistics_count_what_happened() {
+        let (pool, gate, held) = gated_with(
+            ThreadPool::builder()
+                .capacity(2)
+                .when_full(WhenFull::Reject),
+        );
+        let ok = pool.submit(|| 1).unwrap();
+        let bad = pool.submit(|| -> u8 { panic!("boom") }).unwrap();
+        assert!(matches!(pool.submit(|| 3), Err(SubmitError::Full(_))));
+        let stalled = pool.running_longer_than(Duration::ZERO);
+        assert_eq!(stalled.len(), 1, "the gate job is running: {stalled:?}");
+        assert_eq!(stalled[0].worker, 0);
+        assert_eq!(pool.stats().queued, 2);
+        gate.send(()).unwrap();
+        held.wait().into_result().unwrap();
+        ok.wait().into_result().unwrap();
+        assert!(bad.wait().into_result().is_err());
+        let st = pool.stats();
+        assert_eq!(st.submitted, 3);
+        assert_eq!(st.rejected, 1);
+        assert_eq!(st.panicked, 1);
+        assert_eq!(st.queued, 0);
+        assert_eq!(st.threads, 1);
+        assert_eq!(st.queue_wait.map(|l| l.count), Some(3));
+        drop(pool);
+    }
+
+    #[test]
+    fn futures_are_polled_again_when_woken() {
+        let pool = ThreadPool::new(2).unwrap();
+        let (completer, later) = act::pair::<u32, ()>();
+        let fut = pool
+            .spawn_future(async move { later.await.into_result().unwrap() * 2 })
+            .unwrap();
+        completer.complete(Ok(21)); // wakes the future from this thread
+        assert_eq!(fut.wait().into_result().unwrap(), 42);
+        let failing = pool
+            .spawn_future(async { panic!("future failed") })
+            .unwrap();
+        let outcome: Outcome<(), JobError> = failing.wait();
+        assert_eq!(
+            outcome,
+            Outcome::Completed(Err(JobError::Panicked("future failed".into())))
+        );
+        // Woken after shutdown: cancelled, not lost.
+        let (completer, later) = act::pair::<u32, ()>();
+        let stranded = pool.spawn_future(later).unwrap();
+        let s = pool.stats();
+        assert_eq!(s.panicked, 1);
+        pool.shutdown(Shutdown::Graceful);
+        completer.complete(Ok(1));
+        assert_eq!(stranded.wait(), Outcome::Cancelled(()));
+    }
+
+    #[test]
+    fn dropping_a_pool_leaves_no_thread_behind() {
+        fn named(prefix: &str) -> usize {
+            std::fs::read_dir("/proc/self/task")
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                        .filter(|name| name.starts_with(prefix))
+                        .count()
+                })
+                .unwrap_or(0)
+        }
+        let pool = ThreadPool::builder()
+            .name("leakchk")
+            .threads(3)
+            .build()
+            .unwrap();
+        // Each worker names itself as it starts: wait until all three run a job.
+        let all = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let running: Vec<_> = (0..3)
+            .map(|_| {
+                let all = std::sync::Arc::clone(&all);
+                pool.submit(move || all.wait().is_leader()).unwrap()
+            })
+            .collect();
+        all.wait();
+        assert_eq!(named("leakchk-"), 3);
+        for t in running {
+            t.wait().into_result().unwrap();
+        }
+        drop(pool);
+        assert_eq!(named("leakchk-"), 0);
     }
 }

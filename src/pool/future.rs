@@ -1,0 +1,180 @@
+//! Futures on the pool: a waker that re-queues the future when woken.
+//!
+//! # Algorithm and invariants
+//! One state word per future: `IDLE` (waiting for a wake-up), `SCHEDULED` (queued exactly
+//! once), `RUNNING` (being polled), `NOTIFIED` (woken while being polled), `DONE`.
+//! - A wake-up moves `IDLE -> SCHEDULED` and queues the future; `RUNNING -> NOTIFIED` and
+//!   leaves the re-queueing to the poller; any other state is already covered. So a future is in
+//!   the queue at most once, and a wake-up during a poll is never lost: the poller, finding
+//!   `NOTIFIED` instead of `RUNNING` after `Pending`, queues it again.
+//! - The future and its completer sit in one slot that the poll, cancellation and drop take;
+//!   whoever takes them answers the token and gives back the future's unit of capacity, once.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
+
+use crate::act::{self, Completer};
+use crate::sync::atomic::{AtomicU8, Ordering::SeqCst};
+use crate::sync::{Arc, Mutex};
+
+use super::{Inner, Job, JobError, JobOptions, JobToken, Task, stats::Stats};
+
+const IDLE: u8 = 0;
+const SCHEDULED: u8 = 1;
+const RUNNING: u8 = 2;
+const NOTIFIED: u8 = 3;
+const DONE: u8 = 4;
+
+type Slot<T> = Option<(
+    Pin<Box<dyn Future<Output = T> + Send>>,
+    Completer<T, JobError>,
+)>;
+
+struct FutureTask<T> {
+    state: AtomicU8,
+    slot: Mutex<Slot<T>>,
+    pool: Arc<Inner>,
+    options: JobOptions,
+}
+
+/// Spawns `future` (its unit of capacity already reserved) and queues its first poll.
+pub(super) fn spawn<F>(pool: &Arc<Inner>, options: JobOptions, future: F) -> JobToken<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (completer, token) = act::pair();
+    let task = std::sync::Arc::new(FutureTask {
+        state: AtomicU8::new(SCHEDULED),
+        slot: Mutex::new(Some((Box::pin(future), completer))),
+        pool: Arc::clone(pool),
+        options,
+    });
+    schedule(task);
+    token
+}
+
+/// Queues a poll of `task` (its state is `SCHEDULED`); cancels it if the pool stopped.
+fn schedule<T: Send + 'static>(task: std::sync::Arc<FutureTask<T>>) {
+    let pool = Arc::clone(&task.pool);
+    let options = task.options;
+    let job = Job {
+        task: Box::new(PollTask(task)),
+        enqueued: pool.stats.timing.then(Instant::now),
+        holds_load: false,
+    };
+    if let Err(job) = Inner::push(&pool, job, options) {
+        job.task.cancel();
+        pool.stats.cancelled.incr();
+    }
+}
+
+impl<T> FutureTask<T> {
+    /// Takes the future and completer out of the slot; the caller answers the token.
+    fn finish(&self) -> Option<Completer<T, JobError>> {
+        let taken = self.slot.lock().take();
+        self.state.store(DONE, SeqCst);
+        taken.map(|(future, completer)| {
+            drop(future);
+            self.pool.release();
+            completer
+        })
+    }
+}
+
+impl<T> Drop for FutureTask<T> {
+    /// The last waker went away while the future was still waiting: nobody can wake it again.
+    /// Its token sees `Abandoned` (the completer drops); give its capacity back.
+    fn drop(&mut self) {
+        if self.slot.get_mut().take().is_some() {
+            self.pool.release();
+        }
+    }
+}
+
+impl<T: Send + 'static> Wake for FutureTask<T> {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        let mut state = self.state.load(SeqCst);
+        loop {
+            let next = match state {
+                IDLE => SCHEDULED,
+                RUNNING => NOTIFIED,
+                _ => return, // queued, already notified, or done
+            };
+            match self.state.compare_exchange(state, next, SeqCst, SeqCst) {
+                Ok(_) => break,
+                Err(now) => state = now,
+            }
+        }
+        if state == IDLE {
+            schedule(std::sync::Arc::clone(self));
+        }
+    }
+}
+
+/// One queued poll of a future.
+struct PollTask<T>(std::sync::Arc<FutureTask<T>>);
+
+impl<T: Send + 'static> Task for PollTask<T> {
+    fn run(self: Box<Self>, stats: &Stats) {
+        let task = self.0;
+        task.state.store(RUNNING, SeqCst);
+        let waker = Waker::from(std::sync::Arc::clone(&task));
+        let polled = {
+            let mut slot = task.slot.lock();
+            let Some((future, _)) = slot.as_mut() else {
+                return; // finished or cancelled elsewhere
+            };
+            catch_unwind(AssertUnwindSafe(|| {
+                future.as_mut().poll(&mut Context::from_waker(&waker))
+            }))
+        };
+        match polled {
+            Ok(Poll::Ready(value)) => {
+                if let Some(completer) = task.finish() {
+                    stats.completed.incr();
+                    completer.complete(Ok(value));
+                }
+            }
+            Err(panic) => {
+                if let Some(completer) = task.finish() {
+                    stats.panicked.incr();
+                    let msg = crate::panic_message(&*panic);
+                    completer.complete(Err(JobError::Panicked(msg)));
+                }
+            }
+            Ok(Poll::Pending) => {
+                if task
+                    .state
+                    .compare_exchange(RUNNING, IDLE, SeqCst, SeqCst)
+                    .is_err()
+                {
+                    // Woken while it was being polled: poll it again, behind queued work.
+                    task.state.store(SCHEDULED, SeqCst);
+                    schedule(task);
+                }
+            }
+        }
+    }
+
+    fn cancel(self: Box<Self>) {
+        if let Some(completer) = self.0.finish() {
+            completer.cancel(());
+        }
+    }
+
+    fn cancel_requested(&self) -> bool {
+        self.0
+            .slot
+            .lock()
+            .as_ref()
+            .is_some_and(|(_, completer)| completer.is_cancelled())
+    }
+}
