@@ -3,7 +3,8 @@
 //!
 //! Servers, all on loopback, started once: posa `reactor`, posa `reactor` with an idle timeout
 //! armed on every connection and re-armed on every read, posa `reactor-pool` (2 threads), posa
-//! `leader-followers` (2 threads sharing one demultiplexer), a raw
+//! `leader-followers` (2 threads sharing one demultiplexer), posa `half-sync` (1 reactor
+//! thread + 2 pool workers, every read a pool job and a reply through the reactor), a raw
 //! single-threaded mio echo loop, and tokio's multi-thread runtime (2 workers). The client is a
 //! mio loop on the bench thread: one message in flight per connection; an iteration is one round
 //! trip on every connection. Client and servers share the machine's 2 cores.
@@ -208,11 +209,13 @@ fn bench(c: &mut Criterion) {
     let (_idle, idle_addr) = posa_server(Model::Reactor, Some(Duration::from_secs(60)));
     let (_pool, pool_addr) = posa_server(Model::ReactorPool, None);
     let (_lf, lf_addr) = posa_server(Model::LeaderFollowers, None);
+    let (_hs, hs_addr) = posa_server(Model::HalfSync, None);
     let servers = [
         ("posa_reactor", reactor_addr),
         ("posa_reactor_idle_timeout", idle_addr),
         ("posa_reactor_pool", pool_addr),
         ("posa_leader_followers", lf_addr),
+        ("posa_half_sync", hs_addr),
         ("raw_mio", raw_mio_server()),
         ("tokio_mt", tokio_server()),
     ];

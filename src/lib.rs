@@ -61,6 +61,8 @@ mod doc_pages {
     struct ThreadPool;
     #[doc = include_str!("../docs/active-object.md")]
     struct ActiveObject;
+    #[doc = include_str!("../docs/half-sync.md")]
+    struct HalfSync;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }

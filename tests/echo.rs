@@ -141,8 +141,22 @@ fn five_hundred_concurrent_connections_echo_random_payloads_leader_followers() {
 }
 
 #[test]
+fn five_hundred_concurrent_connections_echo_random_payloads_half_sync() {
+    many_connections(Model::HalfSync);
+}
+
+#[test]
 fn leader_followers_never_reads_past_the_bound_and_drains_gracefully() {
-    let server = start(Model::LeaderFollowers, EchoConfig::default(), 100);
+    bounded_and_graceful(Model::LeaderFollowers);
+}
+
+#[test]
+fn half_sync_never_reads_past_the_bound_and_drains_gracefully() {
+    bounded_and_graceful(Model::HalfSync);
+}
+
+fn bounded_and_graceful(model: Model) {
+    let server = start(model, EchoConfig::default(), 100);
     let mut c = connect(&server);
     let payload = Rng(7).bytes(1 << 20);
     let back = exchange(&mut c, &payload, |s| s.shutdown(Shutdown::Write).unwrap());
@@ -176,9 +190,18 @@ fn abrupt_reset_mid_stream_closes_that_connection_only() {
 
 #[test]
 fn a_client_that_never_reads_cannot_grow_server_memory_past_the_bound() {
+    never_reading_client(Model::Reactor);
+}
+
+#[test]
+fn half_sync_a_client_that_never_reads_cannot_grow_server_memory_past_the_bound() {
+    never_reading_client(Model::HalfSync);
+}
+
+fn never_reading_client(model: Model) {
     const BOUND: usize = 16 * 1024;
     let server = start(
-        Model::Reactor,
+        model,
         EchoConfig {
             buffer: BOUND,
             idle_timeout: None,

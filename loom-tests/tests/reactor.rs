@@ -147,3 +147,42 @@ fn full_mailbox_hands_the_job_back() {
         assert_eq!(mb.len(), 1);
     });
 }
+
+#[test]
+fn flagged_posts_coalesce_and_never_strand_a_wake_up() {
+    use posa::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    // A `HandlerWaker`'s path: a worker stores a reply, then posts under the waker's flag; the
+    // loop lowers the flag before it looks at the replies. The loop must see the last reply,
+    // and the flag must keep the mailbox to one queued wake-up at a time.
+    loom::model(|| {
+        let (mb, demux) = mailbox(1);
+        let flag = Arc::new(AtomicBool::new(false));
+        let reply = Arc::new(AtomicUsize::new(0));
+        let worker = {
+            let (mb, flag, reply) = (Arc::clone(&mb), Arc::clone(&flag), Arc::clone(&reply));
+            thread::spawn(move || {
+                for v in [1, 2] {
+                    reply.store(v, SeqCst);
+                    mb.post_flagged(&flag, 0).unwrap();
+                }
+            })
+        };
+        let mut seen = 0;
+        let mut jobs = Vec::new();
+        let mut dispatches = 0;
+        while seen != 2 {
+            if jobs.is_empty() {
+                demux.wait();
+            }
+            mb.take_batch(8, &mut jobs);
+            assert!(jobs.len() <= 1, "the flag admits one queued wake-up");
+            for _ in jobs.drain(..) {
+                flag.store(false, SeqCst);
+                seen = reply.load(SeqCst);
+                dispatches += 1;
+            }
+        }
+        assert!(dispatches <= 2);
+        worker.join().unwrap();
+    });
+}

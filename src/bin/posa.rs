@@ -34,11 +34,12 @@ enum Command {
 /// `posa echo-server` flags.
 #[derive(Debug, clap::Args)]
 struct EchoArgs {
-    /// Threading model: reactor (one thread), reactor-pool (one reactor per thread) or
-    /// leader-followers (threads take turns on one shared demultiplexer).
+    /// Threading model: reactor (one thread), reactor-pool (one reactor per thread),
+    /// leader-followers (threads take turns on one shared demultiplexer) or half-sync (one
+    /// reactor does the I/O, a pool of synchronous workers does the work).
     #[arg(long, default_value = "reactor")]
     model: Model,
-    /// Threads for the reactor-pool and leader-followers models.
+    /// Threads for the reactor-pool and leader-followers models; workers for half-sync.
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Where to listen: IP:PORT or unix:/path.
@@ -186,8 +187,8 @@ const PATTERNS: &[Pattern] = &[
     },
     Pattern {
         name: "Half-Sync/Half-Async",
-        module: "posa::pool",
-        built: false,
+        module: "posa::net::half_sync",
+        built: true,
         doc: "docs/half-sync.md",
     },
     Pattern {

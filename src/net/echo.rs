@@ -290,6 +290,9 @@ pub enum Model {
     ReactorPool,
     /// Threads take turns waiting on one shared demultiplexer (Leader/Followers).
     LeaderFollowers,
+    /// One reactor does the I/O and queues each read to a pool of `threads` synchronous
+    /// workers; replies come back through the reactor in order (Half-Sync/Half-Async).
+    HalfSync,
 }
 
 /// A model name that is not one of the known models.
@@ -315,6 +318,7 @@ impl FromStr for Model {
             "reactor" => Ok(Model::Reactor),
             "reactor-pool" => Ok(Model::ReactorPool),
             "leader-followers" => Ok(Model::LeaderFollowers),
+            "half-sync" => Ok(Model::HalfSync),
             other => Err(UnknownModel(other.to_owned())),
         }
     }
@@ -326,6 +330,7 @@ impl fmt::Display for Model {
             Model::Reactor => "reactor",
             Model::ReactorPool => "reactor-pool",
             Model::LeaderFollowers => "leader-followers",
+            Model::HalfSync => "half-sync",
         })
     }
 }
@@ -379,6 +384,7 @@ impl Server {
             Model::Reactor => 1,
             Model::ReactorPool => config.threads.max(1),
             Model::LeaderFollowers => return Self::start_leader_followers(config, listener),
+            Model::HalfSync => return Self::start_half_sync(config, listener),
         };
         let mut reactors = (0..n)
             .map(|_| Reactor::builder().config(config.reactor.clone()).build())
@@ -432,6 +438,50 @@ impl Server {
         let thread = std::thread::Builder::new()
             .name("posa-lf-0".to_owned())
             .spawn(move || lf.run())?;
+        Ok(Server {
+            local_addr,
+            handles,
+            threads: vec![thread],
+            limit,
+            accept_stats,
+            echo_stats,
+        })
+    }
+
+    fn start_half_sync(config: ServerConfig, listener: Listener) -> io::Result<Server> {
+        use crate::net::half_sync::{EchoService, HalfSyncConfig, HalfSyncFactory};
+        use crate::pool::{ThreadPool, WhenFull};
+        let local_addr = listener.local_addr()?;
+        let mut reactor = Reactor::builder().config(config.reactor.clone()).build()?;
+        // The queueing layer: bounded, and it refuses rather than blocks (the reactor must
+        // never block); a refused request waits in its connection and is retried.
+        let pool = Arc::new(
+            ThreadPool::builder()
+                .name("posa-sync")
+                .threads(config.threads.max(1))
+                .capacity(4096)
+                .when_full(WhenFull::Reject)
+                .build()?,
+        );
+        let limit = ConnLimit::new(config.max_conns);
+        let echo_stats = Arc::new(EchoStats::default());
+        let factory = HalfSyncFactory::new(
+            EchoService,
+            pool,
+            HalfSyncConfig {
+                buffer: config.echo.buffer,
+                idle_timeout: config.echo.idle_timeout,
+                ..HalfSyncConfig::default()
+            },
+            Arc::clone(&echo_stats),
+        );
+        let acceptor = Acceptor::new(listener, factory, Arc::clone(&limit));
+        let accept_stats = acceptor.stats();
+        reactor.add(acceptor)?;
+        let handles = vec![reactor.handle()];
+        let thread = std::thread::Builder::new()
+            .name("posa-async-0".to_owned())
+            .spawn(move || reactor.run())?;
         Ok(Server {
             local_addr,
             handles,

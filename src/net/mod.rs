@@ -16,6 +16,7 @@
 mod acceptor;
 mod connector;
 pub mod echo;
+pub mod half_sync;
 
 pub use acceptor::{AcceptStats, Acceptor, Placement, ServiceFactory};
 pub use connector::{ConnectError, ConnectOptions, ConnectToken, connect, connect_from};

@@ -205,6 +205,9 @@ impl Host for LfHost<'_> {
     fn close(&mut self, id: HandlerId) -> bool {
         self.lf.close_by_id(self.local, id)
     }
+    fn wake(&mut self, id: HandlerId, readiness: Readiness) {
+        self.local.again.push((id, readiness));
+    }
     fn len(&self) -> usize {
         self.lf.table.lock().len()
     }

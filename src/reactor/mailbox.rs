@@ -127,6 +127,29 @@ impl<J, N: Notify> Mailbox<J, N> {
         Ok(())
     }
 
+    /// Queues `job` unless `flag` is already up, and raises it. The job must lower `flag`
+    /// (with `SeqCst`) before it looks at whatever the flag announces; a poster that finds the
+    /// flag up knows a queued job will see its work. `Ok(false)`: coalesced into the job already
+    /// queued.
+    ///
+    /// Bounded without a capacity check: each flag admits one queued job at a time, so these
+    /// jobs number at most the flags in use (one per [`HandlerWaker`](super::HandlerWaker)).
+    pub fn post_flagged(&self, flag: &AtomicBool, job: J) -> Result<bool, PostError<J>> {
+        if flag.swap(true, Ordering::SeqCst) {
+            return Ok(false);
+        }
+        {
+            let mut q = self.queue.lock();
+            if q.phase == Phase::Stopped {
+                flag.store(false, Ordering::SeqCst);
+                return Err(PostError::Closed(job));
+            }
+            q.jobs.push_back(job);
+        }
+        self.wake_coalesced();
+        Ok(true)
+    }
+
     fn wake_coalesced(&self) {
         if !self.notified.swap(true, Ordering::AcqRel)
             && let Err(e) = self.notify.notify()

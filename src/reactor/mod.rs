@@ -71,6 +71,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use crate::act::{self, Completer, Token as ActToken};
 use crate::clock::{Clock, SystemClock};
 use crate::panic_message;
+use crate::sync::atomic::AtomicBool;
 use crate::sync::{Arc, Mutex};
 
 const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -110,6 +111,8 @@ pub struct Readiness {
     pub read_closed: bool,
     /// Our write side is closed (the peer reset or shut down reading).
     pub write_closed: bool,
+    /// A [`HandlerWaker`] asked for this dispatch (work finished elsewhere is ready).
+    pub woken: bool,
 }
 
 impl Readiness {
@@ -120,6 +123,7 @@ impl Readiness {
             error: e.is_error(),
             read_closed: e.is_read_closed(),
             write_closed: e.is_write_closed(),
+            woken: false,
         }
     }
 }
@@ -171,6 +175,8 @@ pub trait Host {
     fn add_boxed(&mut self, handler: Box<dyn EventHandler>) -> io::Result<HandlerId>;
     /// Closes a handler (see [`Reactor::close`]); `false` if it is gone or mid-upcall.
     fn close(&mut self, id: HandlerId) -> bool;
+    /// Dispatches handler `id` (if it is still there) with `readiness` on this loop's next turn.
+    fn wake(&mut self, id: HandlerId, readiness: Readiness);
     /// Handlers open now.
     fn len(&self) -> usize;
     /// `true` if no handler is open.
@@ -203,6 +209,57 @@ struct Shared {
 struct ReportState {
     done: Option<ShutdownReport>,
     waiting: Vec<Completer<ShutdownReport, std::convert::Infallible>>,
+}
+
+/// Wakes one handler from any thread: the way work finished elsewhere (a pool job, in
+/// Half-Sync/Half-Async) gets back to the event loop that owns the connection.
+///
+/// Wake-ups coalesce: while one is queued, more cost one atomic swap and queue nothing, so a
+/// waker can never fill the loop's mailbox. The handler sees `ready` with `woken: true` on the
+/// loop's thread; it must then look at everything the wakers announce, since several wake-ups
+/// may have been folded into one.
+#[derive(Clone)]
+pub struct HandlerWaker {
+    id: HandlerId,
+    flag: Arc<AtomicBool>,
+    handle: ReactorHandle,
+}
+
+impl HandlerWaker {
+    /// Asks the loop to dispatch the handler. `false` if the loop has stopped.
+    pub fn wake(&self) -> bool {
+        let flag = Arc::clone(&self.flag);
+        let id = self.id;
+        let job: Job = Box::new(move |host: &mut dyn Host| {
+            // Lowered before the handler runs: a wake-up from now on queues a new dispatch.
+            flag.store(false, crate::sync::atomic::Ordering::SeqCst);
+            host.wake(
+                id,
+                Readiness {
+                    woken: true,
+                    ..Readiness::default()
+                },
+            );
+        });
+        self.handle
+            .shared
+            .mailbox
+            .post_flagged(&self.flag, job)
+            .is_ok()
+    }
+
+    /// The handler it wakes.
+    pub fn id(&self) -> HandlerId {
+        self.id
+    }
+}
+
+impl fmt::Debug for HandlerWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerWaker")
+            .field("id", &self.id)
+            .finish()
+    }
 }
 
 /// A `Send + Clone` handle to a reactor: post jobs, add handlers, wake it, shut it down.
@@ -256,6 +313,16 @@ impl ReactorHandle {
         }
         self.shared.mailbox.begin_shutdown();
         token
+    }
+
+    /// A waker for handler `id`: any thread may call [`HandlerWaker::wake`] to have the loop
+    /// dispatch the handler's [`ready`](EventHandler::ready) (with [`Readiness::woken`]) soon.
+    pub fn waker(&self, id: HandlerId) -> HandlerWaker {
+        HandlerWaker {
+            id,
+            flag: Arc::new(AtomicBool::new(false)),
+            handle: self.clone(),
+        }
     }
 
     /// The reactor's lifecycle phase.
@@ -460,6 +527,11 @@ impl Context<'_> {
     /// draining early to respect a budget).
     pub fn call_again(&mut self, readiness: Readiness) {
         self.again.push((self.id, readiness));
+    }
+
+    /// A waker for this handler, for work that finishes on other threads.
+    pub fn waker(&self) -> HandlerWaker {
+        self.handle().waker(self.id)
     }
 
     /// Closes this handler when the upcall returns.
@@ -825,6 +897,9 @@ impl Host for Reactor {
     }
     fn close(&mut self, id: HandlerId) -> bool {
         Reactor::close(self, id)
+    }
+    fn wake(&mut self, id: HandlerId, readiness: Readiness) {
+        self.core.again.push((id, readiness));
     }
     fn len(&self) -> usize {
         self.table.len()

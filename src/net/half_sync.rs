@@ -1,0 +1,379 @@
+//! Half-Sync/Half-Async: an event loop does the I/O, a thread pool does the work.
+//!
+//! The asynchronous half is a reactor: a [`HalfSyncConn`] reads what a connection sends and
+//! queues each chunk, as a request, to a [`ThreadPool`] (the queueing layer: bounded, with a
+//! rejection policy so the loop never blocks). The synchronous half is the pool's workers,
+//! which call a [`SyncService`] that may block (a database call, a file read, a CPU-heavy
+//! parse). A reply comes back to the connection's loop through its [`HandlerWaker`], and the
+//! loop writes it.
+//!
+//! # Algorithm and invariants
+//! - Requests carry a sequence number; replies land in a per-connection reorder map and are
+//!   written strictly in sequence order, so the byte stream a client gets back is the one a
+//!   single-threaded server would send, however the workers interleave.
+//! - Bounded per connection: at most `max_in_flight` requests queued or running, and at most
+//!   `buffer` bytes read but not yet written back (in flight plus owed). At either bound the
+//!   connection stops reading, and the peer's TCP window closes: backpressure, not memory.
+//! - A full pool queue hands the request back ([`WhenFull::Reject`]); the connection keeps it
+//!   and retries after a short timer instead of blocking the loop.
+//! - A worker's reply is stored, then the waker fires; the loop lowers the waker's flag before
+//!   the handler reads the map, so no reply is stranded (see [`Mailbox::post_flagged`]).
+//!
+//! [`WhenFull::Reject`]: crate::pool::WhenFull::Reject
+//! [`Mailbox::post_flagged`]: crate::reactor::Mailbox::post_flagged
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use std::time::Duration;
+
+use mio::Interest;
+
+use crate::act::Outcome;
+use crate::net::echo::EchoStats;
+use crate::net::{ConnGuard, Peer, ServiceFactory, Stream};
+use crate::pool::{JobError, SubmitError, ThreadPool};
+use crate::reactor::{CloseReason, Context, EventHandler, HandlerWaker, Readiness, TimerId};
+use crate::sync::{Arc, Mutex};
+
+/// The synchronous half's work: turns one request into its reply. It runs on a pool worker
+/// and may block.
+pub trait SyncService: Send + Sync + 'static {
+    /// The reply to `request`.
+    fn call(&self, request: Vec<u8>) -> Vec<u8>;
+}
+
+/// Echo as a synchronous service: the reply is the request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EchoService;
+
+impl SyncService for EchoService {
+    fn call(&self, request: Vec<u8>) -> Vec<u8> {
+        request
+    }
+}
+
+/// Settings of a half-sync connection.
+#[derive(Debug, Clone)]
+pub struct HalfSyncConfig {
+    /// Most bytes read but not yet written back (in flight plus owed), at least 1.
+    pub buffer: usize,
+    /// Most requests queued or running per connection, at least 1.
+    pub max_in_flight: usize,
+    /// Largest request the loop reads in one go.
+    pub chunk: usize,
+    /// Close a connection that sent nothing for this long.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for HalfSyncConfig {
+    fn default() -> Self {
+        Self {
+            buffer: 64 * 1024,
+            max_in_flight: 4,
+            chunk: 16 * 1024,
+            idle_timeout: None,
+        }
+    }
+}
+
+const RETRY_FULL: Duration = Duration::from_millis(1);
+
+type Reply = Outcome<Vec<u8>, JobError>;
+
+/// A request as the pool runs it: the service call, boxed so a refused one can be kept and
+/// queued again as it is.
+type Request = Box<dyn FnOnce() -> Vec<u8> + Send>;
+
+/// The asynchronous half of one connection. See the [module docs](self).
+pub struct HalfSyncConn<S> {
+    stream: Stream,
+    peer: Peer,
+    service: Arc<S>,
+    pool: Arc<ThreadPool>,
+    config: HalfSyncConfig,
+    replies: Arc<Mutex<BTreeMap<u64, Reply>>>,
+    waker: Option<HandlerWaker>,
+    /// A request the pool refused (queue full), to retry: sequence number, length, job.
+    refused: Option<(u64, usize, Request)>,
+    retry: Option<TimerId>,
+    next_seq: u64,
+    next_write: u64,
+    in_flight: usize,
+    in_flight_bytes: usize,
+    out: Vec<u8>,
+    sent: usize,
+    read_closed: bool,
+    draining: bool,
+    idle: Option<(Duration, TimerId)>,
+    stats: Arc<EchoStats>,
+    _guard: ConnGuard,
+}
+
+impl<S: SyncService> HalfSyncConn<S> {
+    fn owed(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    /// Queues request `seq` (`len` bytes) to the pool; keeps it for a retry if the queue is
+    /// full.
+    fn dispatch(
+        &mut self,
+        seq: u64,
+        len: usize,
+        job: Request,
+        cx: &mut Context<'_>,
+    ) -> io::Result<()> {
+        let Some(waker) = self.waker.clone() else {
+            return Err(io::Error::other("half-sync connection used before open"));
+        };
+        match self.pool.submit(job) {
+            Ok(token) => {
+                let replies = Arc::clone(&self.replies);
+                token.on_complete(move |outcome| {
+                    replies.lock().insert(seq, outcome);
+                    waker.wake();
+                });
+                self.in_flight += 1;
+                self.in_flight_bytes += len;
+                Ok(())
+            }
+            Err(SubmitError::Full(job)) => {
+                self.refused = Some((seq, len, job));
+                if self.retry.is_none() {
+                    self.retry = Some(cx.set_timer(RETRY_FULL));
+                }
+                Ok(())
+            }
+            Err(SubmitError::ShutDown(_)) => Err(io::Error::other("worker pool shut down")),
+        }
+    }
+
+    /// Moves replies that are next in sequence into the output buffer.
+    fn collect(&mut self) -> io::Result<()> {
+        let mut replies = self.replies.lock();
+        while let Some(reply) = replies.remove(&self.next_write) {
+            self.next_write += 1;
+            self.in_flight -= 1;
+            match reply {
+                Outcome::Completed(Ok(data)) | Outcome::CancelledAfterEffect(Ok(data)) => {
+                    self.in_flight_bytes = self.in_flight_bytes.saturating_sub(data.len());
+                    self.out.extend_from_slice(&data);
+                }
+                Outcome::Completed(Err(e)) | Outcome::CancelledAfterEffect(Err(e)) => {
+                    return Err(io::Error::other(e));
+                }
+                Outcome::Cancelled(()) | Outcome::Abandoned => {
+                    return Err(io::Error::other("request cancelled by the worker pool"));
+                }
+            }
+        }
+        drop(replies);
+        self.stats.max_buffered.fetch_max(
+            self.owed() + self.in_flight_bytes,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<bool> {
+        let mut progress = false;
+        while self.sent < self.out.len() {
+            match self.stream.write(&self.out[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.sent += n;
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.sent == self.out.len() {
+            self.sent = 0;
+            self.out.clear();
+        }
+        Ok(progress)
+    }
+
+    /// Reads one request if the bounds allow; `true` if it made progress.
+    fn read_once(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        let used = self.owed() + self.in_flight_bytes;
+        let room = self
+            .config
+            .buffer
+            .saturating_sub(used)
+            .min(self.config.chunk);
+        if self.read_closed
+            || self.draining
+            || self.refused.is_some()
+            || self.in_flight >= self.config.max_in_flight
+            || room == 0
+        {
+            return Ok(false);
+        }
+        let mut request = vec![0; room];
+        match self.stream.read(&mut request) {
+            Ok(0) => {
+                self.read_closed = true;
+                Ok(true)
+            }
+            Ok(n) => {
+                request.truncate(n);
+                self.stats.bytes.add(n as u64);
+                if let Some((after, id)) = self.idle {
+                    cx.reset_timer(id, after);
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let service = Arc::clone(&self.service);
+                self.dispatch(seq, n, Box::new(move || service.call(request)), cx)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn pump(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        loop {
+            self.collect()?;
+            let wrote = self.flush()?;
+            let read = self.read_once(cx)?;
+            if !wrote && !read {
+                break;
+            }
+        }
+        let quiet = self.in_flight == 0 && self.refused.is_none() && self.owed() == 0;
+        if (self.read_closed || self.draining) && quiet {
+            let _ = self.stream.shutdown(Shutdown::Write);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn run(&mut self, cx: &mut Context<'_>) {
+        match self.pump(cx) {
+            Ok(false) => {}
+            Ok(true) => cx.close(),
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "half-sync: connection error");
+                self.stats.errors.incr();
+                cx.close();
+            }
+        }
+    }
+}
+
+impl<S: SyncService> EventHandler for HalfSyncConn<S> {
+    fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        cx.register(&mut self.stream, Interest::READABLE | Interest::WRITABLE)?;
+        self.waker = Some(cx.waker());
+        if let Some(after) = self.config.idle_timeout {
+            self.idle = Some((after, cx.set_timer(after)));
+        }
+        Ok(())
+    }
+
+    fn ready(&mut self, readiness: Readiness, cx: &mut Context<'_>) {
+        if readiness.error && !readiness.readable && !readiness.woken {
+            self.stats.errors.incr();
+            cx.close();
+            return;
+        }
+        self.run(cx);
+    }
+
+    fn timeout(&mut self, timer: TimerId, cx: &mut Context<'_>) {
+        if self.retry == Some(timer) {
+            self.retry = None;
+            if let Some((seq, len, job)) = self.refused.take()
+                && let Err(e) = self.dispatch(seq, len, job, cx)
+            {
+                tracing::debug!(peer = %self.peer, error = %e, "half-sync: connection error");
+                self.stats.errors.incr();
+                cx.close();
+                return;
+            }
+            self.run(cx);
+        } else if self.idle.is_some_and(|(_, id)| id == timer) && self.in_flight == 0 {
+            tracing::debug!(peer = %self.peer, "half-sync: idle timeout");
+            self.stats.idle_closed.incr();
+            cx.close();
+        } else if let Some((after, id)) = self.idle
+            && id == timer
+        {
+            cx.reset_timer(id, after); // busy in the pool, not idle
+        }
+    }
+
+    fn drain(&mut self, cx: &mut Context<'_>) {
+        self.draining = true;
+        self.run(cx);
+    }
+
+    fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
+        self.stats.closed.incr();
+    }
+}
+
+/// Makes a [`HalfSyncConn`] per accepted connection, all sharing one pool and one service.
+pub struct HalfSyncFactory<S> {
+    service: Arc<S>,
+    pool: Arc<ThreadPool>,
+    config: HalfSyncConfig,
+    stats: Arc<EchoStats>,
+}
+
+impl<S> HalfSyncFactory<S> {
+    /// A factory over `pool` and `service`, counting into `stats`.
+    pub fn new(
+        service: S,
+        pool: Arc<ThreadPool>,
+        config: HalfSyncConfig,
+        stats: Arc<EchoStats>,
+    ) -> Self {
+        Self {
+            service: Arc::new(service),
+            pool,
+            config,
+            stats,
+        }
+    }
+}
+
+impl<S: SyncService> ServiceFactory for HalfSyncFactory<S> {
+    type Handler = HalfSyncConn<S>;
+
+    fn make(&mut self, stream: Stream, peer: Peer, guard: ConnGuard) -> HalfSyncConn<S> {
+        let mut config = self.config.clone();
+        config.buffer = config.buffer.max(1);
+        config.max_in_flight = config.max_in_flight.max(1);
+        config.chunk = config.chunk.max(1);
+        HalfSyncConn {
+            stream,
+            peer,
+            service: Arc::clone(&self.service),
+            pool: Arc::clone(&self.pool),
+            config,
+            replies: Arc::new(Mutex::new(BTreeMap::new())),
+            waker: None,
+            refused: None,
+            retry: None,
+            next_seq: 0,
+            next_write: 0,
+            in_flight: 0,
+            in_flight_bytes: 0,
+            out: Vec::new(),
+            sent: 0,
+            read_closed: false,
+            draining: false,
+            idle: None,
+            stats: Arc::clone(&self.stats),
+            _guard: guard,
+        }
+    }
+}
