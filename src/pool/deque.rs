@@ -36,6 +36,12 @@ mod model {
         pub(crate) fn push(&self, task: T) {
             self.0.lock().push_back(task);
         }
+        pub(crate) fn is_empty(&self) -> bool {
+            self.0.lock().is_empty()
+        }
+        pub(crate) fn len(&self) -> usize {
+            self.0.lock().len()
+        }
         pub(crate) fn steal(&self) -> Steal<T> {
             self.0
                 .lock()
@@ -76,6 +82,12 @@ mod model {
     pub(crate) struct Stealer<T>(Arc<Mutex<VecDeque<T>>>);
 
     impl<T> Stealer<T> {
+        pub(crate) fn is_empty(&self) -> bool {
+            self.0.lock().is_empty()
+        }
+        pub(crate) fn len(&self) -> usize {
+            self.0.lock().len()
+        }
         pub(crate) fn steal(&self) -> Steal<T> {
             self.0
                 .lock()

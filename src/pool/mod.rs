@@ -22,11 +22,15 @@
 //! so workers cannot all wait for room that only workers can make.
 //!
 //! # Algorithm and invariants
-//! - `pending` counts jobs queued or about to be (a submitter counts its job before it pushes it
-//!   and before it checks for shutdown). A worker that finds nothing registers as idle and then
-//!   re-reads `pending` under the control lock; a submitter pushes, then reads the idle count and
-//!   wakes a worker under the same lock. Both accesses are `SeqCst`, so either the worker sees
-//!   the job or the submitter sees the worker: no job sleeps in a queue while a worker sleeps.
+//! - No job sleeps in a queue while a worker sleeps: a worker reads the push count before it
+//!   looks for work, and when it found nothing it registers as idle and re-reads the count
+//!   under the control lock; a submitter pushes, bumps the count, then reads the idle count and
+//!   wakes a worker under the same lock. Both pairs are `SeqCst` (Dekker), so either the worker
+//!   sees the push or the submitter sees the worker.
+//! - Submit racing shutdown: a submitter checks the phase before it pushes (refused: the job
+//!   comes back) and again after; a worker exits only when, under the control lock, the queue
+//!   is empty. A submitter that finds shutdown begun after its push and no worker alive cancels
+//!   what is queued itself. Each job is run, cancelled or refused; none is stranded.
 //! - `load` counts queued jobs plus live futures against the capacity; a blocked submitter waits
 //!   for it under the same idle/wake protocol (on the "room" condition).
 //! - A job runs at most once and its token is answered exactly once: `Completed` with the
@@ -270,8 +274,6 @@ struct Ctl {
 struct Hot {
     /// Queued jobs plus live futures, against `capacity`.
     load: AtomicUsize,
-    /// Jobs queued or about to be.
-    pending: AtomicUsize,
     /// Pushes so far (wrapping): what an idle worker waits to see move.
     pushes: AtomicUsize,
 }
@@ -457,7 +459,6 @@ impl Builder {
             stall: self.stall.filter(|_| self.timing),
             hot: CachePadded::new(Hot {
                 load: AtomicUsize::new(0),
-                pending: AtomicUsize::new(0),
                 pushes: AtomicUsize::new(0),
             }),
             quiet: CachePadded::new(Quiet {
@@ -576,13 +577,9 @@ impl Inner {
         }
     }
 
-    /// Queues `job`, counted in `pending` first; hands it back if the pool stopped taking work.
+    /// Queues `job`; hands it back if the pool had stopped taking work.
     fn push(inner: &Arc<Inner>, job: Job, options: JobOptions) -> Result<(), Job> {
-        inner.hot.pending.fetch_add(1, SeqCst);
-        dekker_fence(); // pairs with `close`: see the new phase, or be seen by the workers
         if inner.phase() != RUNNING {
-            inner.hot.pending.fetch_sub(1, SeqCst);
-            inner.wake_all_idle(); // a worker may be waiting for `pending` to reach 0 to exit
             return Err(job);
         }
         match &inner.queue {
@@ -620,6 +617,15 @@ impl Inner {
         }
         inner.hot.pushes.fetch_add(1, SeqCst);
         Inner::wake_worker(inner);
+        if inner.phase() != RUNNING {
+            // Shutdown began while we pushed. A worker checks for work under the control lock
+            // before it exits, so if one is still alive it will see this job; if none is, no
+            // one will: answer the queue's jobs here (Cancelled), not never.
+            let none_alive = inner.ctl.lock().alive == 0;
+            if none_alive {
+                inner.cancel_queued();
+            }
+        }
         Ok(())
     }
 
@@ -649,14 +655,6 @@ impl Inner {
         if self.quiet.idle.load(SeqCst) > 0 {
             drop(self.ctl.lock());
             self.work.notify_one();
-        }
-    }
-
-    fn wake_all_idle(&self) {
-        dekker_fence(); // pairs with the fence in `idle_wait`
-        if self.quiet.idle.load(SeqCst) > 0 {
-            drop(self.ctl.lock());
-            self.work.notify_all();
         }
     }
 
@@ -691,6 +689,40 @@ impl Inner {
         }
     }
 
+    /// Cancels every queued job (shutdown `Now`); returns how many.
+    fn cancel_queued(&self) -> usize {
+        let mut cancelled = 0;
+        while let Some(job) = self.take_any() {
+            if job.holds_load {
+                self.release();
+            }
+            job.task.cancel();
+            self.stats.cancelled.incr();
+            cancelled += 1;
+        }
+        cancelled
+    }
+
+    /// `true` if some queue holds a job.
+    fn has_work(&self) -> bool {
+        match &self.queue {
+            Queue::Ordered(q) => !q.lock().scheduler.is_empty(),
+            Queue::Stealing {
+                injector, stealers, ..
+            } => !injector.is_empty() || stealers.iter().any(|s| !s.is_empty()),
+        }
+    }
+
+    /// Jobs queued now.
+    fn queued(&self) -> usize {
+        match &self.queue {
+            Queue::Ordered(q) => q.lock().scheduler.len(),
+            Queue::Stealing {
+                injector, stealers, ..
+            } => injector.len() + stealers.iter().map(Stealer::len).sum::<usize>(),
+        }
+    }
+
     /// Takes any queued job from any thread (shutdown `Now`).
     fn take_any(&self) -> Option<Job> {
         match &self.queue {
@@ -704,10 +736,6 @@ impl Inner {
 
     /// Runs (or, when stopping or unwanted, cancels) a job taken off the queue.
     fn execute(&self, slot: usize, job: Job) {
-        self.hot.pending.fetch_sub(1, SeqCst);
-        if self.phase() != RUNNING {
-            self.wake_all_idle(); // an idle worker may be waiting for `pending` to reach 0
-        }
         if job.holds_load {
             self.release();
         }
@@ -740,24 +768,21 @@ impl Inner {
     }
 
     /// Nothing found since `pushes` read `seen`: sleep until a push or shutdown. `false`: this
-    /// worker exits (its slot freed). It sleeps rather than spins even when `pending` says a
-    /// job is on its way: its submitter wakes a worker after the push.
+    /// worker exits (its slot freed).
     fn idle_wait(&self, slot: usize, seen: usize) -> bool {
         let mut ctl = self.ctl.lock();
         self.quiet.idle.fetch_add(1, SeqCst);
-        dekker_fence(); // pairs with the fences in `wake_worker` and `wake_all_idle`
+        dekker_fence(); // pairs with the fences in `wake_worker` and `wake_one_idle`
         let keep = loop {
             if self.hot.pushes.load(SeqCst) != seen {
                 break true;
             }
-            // Stopping for good needs an empty queue and no job on its way to it.
-            if self.phase() != RUNNING && self.hot.pending.load(SeqCst) == 0 {
-                break false;
+            if self.phase() != RUNNING {
+                // Stopping for good needs an empty queue (checked under the lock: see `push`).
+                break self.has_work();
             }
-            let waiting = |_: &mut Ctl| {
-                self.hot.pushes.load(SeqCst) == seen
-                    && (self.phase() == RUNNING || self.hot.pending.load(SeqCst) > 0)
-            };
+            let waiting =
+                |_: &mut Ctl| self.hot.pushes.load(SeqCst) == seen && self.phase() == RUNNING;
             if ctl.alive > self.min {
                 let deadline = crate::monitor::deadline_after(self.keep_alive);
                 if ctl
@@ -958,7 +983,7 @@ impl ThreadPool {
 
     /// Jobs queued and not yet started.
     pub fn queued(&self) -> usize {
-        self.inner.hot.pending.load(SeqCst)
+        self.inner.queued()
     }
 
     /// Worker threads alive now.
@@ -970,7 +995,7 @@ impl ThreadPool {
     pub fn stats(&self) -> PoolStats {
         let inner = &self.inner;
         inner.stats.snapshot(
-            inner.hot.pending.load(SeqCst),
+            inner.queued(),
             inner.ctl.lock().alive,
             inner.quiet.idle.load(SeqCst),
         )
@@ -1026,18 +1051,7 @@ impl ThreadPool {
         if mode == Shutdown::Graceful {
             return 0;
         }
-        let mut cancelled = 0;
-        while let Some(job) = inner.take_any() {
-            inner.hot.pending.fetch_sub(1, SeqCst);
-            if job.holds_load {
-                inner.release();
-            }
-            job.task.cancel();
-            inner.stats.cancelled.incr();
-            cancelled += 1;
-        }
-        inner.wake_all_idle();
-        cancelled
+        inner.cancel_queued()
     }
 
     fn stop(&mut self, mode: Shutdown) -> usize {
