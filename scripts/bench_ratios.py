@@ -32,6 +32,11 @@ def fmt_ns(ns):
     return f"{ns:.1f} ns"
 
 
+def per_elem(entry):
+    time, elements = entry
+    return time / elements if elements else time
+
+
 def main(args):
     bases = {}
     dirs = []
@@ -47,7 +52,7 @@ def main(args):
     for key in runs[0]:
         groups.setdefault(key[0], []).append(key[1])
     print(f"runs: {len(runs)} (median of per-run values)\n")
-    print("| group | benchmark | median time / iter | per element | time ratio to first row | range over runs |")
+    print("| group | benchmark | median time / iter | per element | time ratio to first row (per element) | range over runs |")
     print("|---|---|---|---|---|---|")
     for group, funcs in sorted(groups.items()):
         base_name = sorted(funcs)[0]
@@ -58,7 +63,9 @@ def main(args):
         ordered = [base_name] + [f for f in funcs if f != base_name]
         for f in ordered:
             times = [r[(group, f)][0] for r in runs if (group, f) in r]
-            ratios = [r[(group, f)][0] / r[(group, base_name)][0]
+            # Per element where the group says how many (rows may differ in size), else per
+            # iteration.
+            ratios = [per_elem(r[(group, f)]) / per_elem(r[(group, base_name)])
                       for r in runs if (group, f) in r and (group, base_name) in r]
             elements = runs[0][(group, f)][1]
             t = statistics.median(times)
