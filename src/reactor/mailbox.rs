@@ -86,6 +86,10 @@ impl<J> std::error::Error for PostError<J> {}
 
 struct Queue<J> {
     jobs: VecDeque<J>,
+    /// Flagged wake-ups ([`Mailbox::post_flagged`]): not counted against the capacity, run
+    /// before jobs, and not reported as dropped when the loop stops (there is no one left to
+    /// wake).
+    wakes: VecDeque<J>,
     phase: Phase,
 }
 
@@ -103,6 +107,7 @@ impl<J, N: Notify> Mailbox<J, N> {
         Self {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
+                wakes: VecDeque::new(),
                 phase: Phase::Running,
             }),
             capacity: capacity.max(1),
@@ -144,7 +149,7 @@ impl<J, N: Notify> Mailbox<J, N> {
                 flag.store(false, Ordering::SeqCst);
                 return Err(PostError::Closed(job));
             }
-            q.jobs.push_back(job);
+            q.wakes.push_back(job);
         }
         self.wake_coalesced();
         Ok(true)
@@ -177,6 +182,7 @@ impl<J, N: Notify> Mailbox<J, N> {
     pub fn take_batch(&self, max: usize, out: &mut Vec<J>) -> bool {
         self.notified.store(false, Ordering::SeqCst);
         let mut q = self.queue.lock();
+        out.extend(q.wakes.drain(..));
         let n = q.jobs.len().min(max);
         out.extend(q.jobs.drain(..n));
         !q.jobs.is_empty()
@@ -220,6 +226,7 @@ impl<J, N: Notify> Mailbox<J, N> {
     pub fn stop(&self) -> Vec<J> {
         let mut q = self.queue.lock();
         q.phase = Phase::Stopped;
+        q.wakes.clear();
         q.jobs.drain(..).collect()
     }
 }

@@ -325,6 +325,11 @@ impl ReactorHandle {
         }
     }
 
+    /// `true` if both handles name the same event loop.
+    pub fn same_loop(&self, other: &ReactorHandle) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// The reactor's lifecycle phase.
     pub fn phase(&self) -> Phase {
         self.shared.mailbox.phase()
