@@ -17,10 +17,10 @@ struct Args {
     /// IP:PORT or unix:/path.
     #[arg(long, default_value = "127.0.0.1:7000")]
     addr: Addr,
-    /// reactor, reactor-pool or leader-followers.
+    /// reactor, reactor-pool, leader-followers, half-sync or proactor.
     #[arg(long, default_value = "reactor")]
     model: Model,
-    /// Threads for reactor-pool and leader-followers.
+    /// Threads for reactor-pool, leader-followers and proactor; workers for half-sync.
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Idle timeout in seconds (0: none).

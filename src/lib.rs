@@ -25,9 +25,11 @@ pub mod clock;
 pub mod monitor;
 pub mod net;
 pub mod pool;
+pub mod proactor;
 pub mod reactor;
 pub mod sync;
 pub mod tss;
+pub mod watch;
 
 /// The message of a caught panic's payload (`&str` or `String`), for error values and logs.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -63,6 +65,12 @@ mod doc_pages {
     struct ActiveObject;
     #[doc = include_str!("../docs/half-sync.md")]
     struct HalfSync;
+    #[doc = include_str!("../docs/proactor.md")]
+    struct Proactor;
+    #[doc = include_str!("../docs/watch.md")]
+    struct Watch;
+    #[doc = include_str!("../docs/reactor-vs-proactor.md")]
+    struct ReactorVsProactor;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }

@@ -29,17 +29,40 @@ enum Command {
     },
     /// Run the echo server (Ctrl-C or SIGTERM drains it gracefully). Logs follow RUST_LOG.
     EchoServer(EchoArgs),
+    /// Watch files and directories: report changes and print what is appended to watched
+    /// files, like `tail -F` (follows rotation and truncation). Ctrl-C to stop.
+    Watch(WatchArgs),
+}
+
+/// `posa watch` flags.
+#[derive(Debug, clap::Args)]
+struct WatchArgs {
+    /// Files or directories to watch (a file need not exist yet; its directory must).
+    #[arg(required = true)]
+    paths: Vec<std::path::PathBuf>,
+    /// Event-loop model: reactor (the handler reads the data) or proactor (file reads complete
+    /// with the data). Both print the same.
+    #[arg(long, default_value = "reactor")]
+    model: posa::watch::Model,
+    /// Watch sub-directories too, including ones created while watching.
+    #[arg(long)]
+    recursive: bool,
+    /// Output: text (event lines, appended data verbatim) or json (one object per line).
+    #[arg(long, default_value = "text")]
+    format: posa::watch::Format,
 }
 
 /// `posa echo-server` flags.
 #[derive(Debug, clap::Args)]
 struct EchoArgs {
     /// Threading model: reactor (one thread), reactor-pool (one reactor per thread),
-    /// leader-followers (threads take turns on one shared demultiplexer) or half-sync (one
-    /// reactor does the I/O, a pool of synchronous workers does the work).
+    /// leader-followers (threads take turns on one shared demultiplexer), half-sync (one
+    /// reactor does the I/O, a pool of synchronous workers does the work) or proactor
+    /// (initiate an operation, continue on its completion).
     #[arg(long, default_value = "reactor")]
     model: Model,
-    /// Threads for the reactor-pool and leader-followers models; workers for half-sync.
+    /// Threads for the reactor-pool, leader-followers and proactor models; workers for
+    /// half-sync.
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Where to listen: IP:PORT or unix:/path.
@@ -194,7 +217,7 @@ const PATTERNS: &[Pattern] = &[
     Pattern {
         name: "Proactor",
         module: "posa::proactor",
-        built: false,
+        built: true,
         doc: "docs/proactor.md",
     },
     Pattern {
@@ -232,6 +255,22 @@ fn main() -> ExitCode {
     let only_built = match cli.command {
         None => false,
         Some(Command::Patterns { built }) => built,
+        Some(Command::Watch(args)) => {
+            let result = posa::watch::run_until_signal(
+                &args.paths,
+                args.recursive,
+                args.model,
+                args.format,
+                io::stdout(),
+            );
+            return match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("posa watch: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::EchoServer(args)) => {
             return match echo_server(args) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -293,6 +293,9 @@ pub enum Model {
     /// One reactor does the I/O and queues each read to a pool of `threads` synchronous
     /// workers; replies come back through the reactor in order (Half-Sync/Half-Async).
     HalfSync,
+    /// Proactor (emulated on `threads` reactors): the service initiates a read, on its
+    /// completion a write, on that completion the next read.
+    Proactor,
 }
 
 /// A model name that is not one of the known models.
@@ -319,6 +322,7 @@ impl FromStr for Model {
             "reactor-pool" => Ok(Model::ReactorPool),
             "leader-followers" => Ok(Model::LeaderFollowers),
             "half-sync" => Ok(Model::HalfSync),
+            "proactor" => Ok(Model::Proactor),
             other => Err(UnknownModel(other.to_owned())),
         }
     }
@@ -331,6 +335,7 @@ impl fmt::Display for Model {
             Model::ReactorPool => "reactor-pool",
             Model::LeaderFollowers => "leader-followers",
             Model::HalfSync => "half-sync",
+            Model::Proactor => "proactor",
         })
     }
 }
@@ -370,6 +375,8 @@ pub struct Server {
     local_addr: Addr,
     handles: Vec<ReactorHandle>,
     threads: Vec<JoinHandle<io::Result<ShutdownReport>>>,
+    /// The proactor model's loops (their threads are the proactor's).
+    proactor: Option<crate::proactor::Proactor>,
     limit: Arc<ConnLimit>,
     accept_stats: Arc<AcceptStats>,
     echo_stats: Arc<EchoStats>,
@@ -385,6 +392,7 @@ impl Server {
             Model::ReactorPool => config.threads.max(1),
             Model::LeaderFollowers => return Self::start_leader_followers(config, listener),
             Model::HalfSync => return Self::start_half_sync(config, listener),
+            Model::Proactor => return proactor_echo::start(config, listener),
         };
         let mut reactors = (0..n)
             .map(|_| Reactor::builder().config(config.reactor.clone()).build())
@@ -415,6 +423,7 @@ impl Server {
             local_addr,
             handles,
             threads,
+            proactor: None,
             limit,
             accept_stats,
             echo_stats,
@@ -442,6 +451,7 @@ impl Server {
             local_addr,
             handles,
             threads: vec![thread],
+            proactor: None,
             limit,
             accept_stats,
             echo_stats,
@@ -486,6 +496,7 @@ impl Server {
             local_addr,
             handles,
             threads: vec![thread],
+            proactor: None,
             limit,
             accept_stats,
             echo_stats,
@@ -555,6 +566,9 @@ impl Server {
 
     /// Waits for every reactor to stop; returns their reports (first: the acceptor's).
     pub fn join(self) -> io::Result<Vec<ShutdownReport>> {
+        if let Some(proactor) = &self.proactor {
+            return proactor.join();
+        }
         self.threads
             .into_iter()
             .map(|t| {
@@ -611,5 +625,159 @@ impl EventHandler for SignalHandler {
         for id in self.ids.drain(..) {
             signal_hook::low_level::unregister(id);
         }
+    }
+}
+
+/// The echo service written the way a proactor user writes it.
+mod proactor_echo {
+    use std::io;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::{EchoStats, Server, ServerConfig};
+    use crate::act::Outcome;
+    use crate::net::{AcceptStats, ConnGuard, ConnLimit, Listener};
+    use crate::proactor::{Accepts, Conn, Done, Proactor, ProactorHandle};
+    use crate::sync::Arc;
+
+    /// What every connection's callbacks share.
+    struct Service {
+        accepts: Accepts,
+        proactor: ProactorHandle,
+        limit: Arc<ConnLimit>,
+        stats: Arc<EchoStats>,
+        accept_stats: Arc<AcceptStats>,
+        chunk: usize,
+        idle: Option<Duration>,
+    }
+
+    /// One connection; dropped (and counted closed) when its last operation has answered.
+    struct Echo {
+        conn: Conn,
+        service: Arc<Service>,
+        _guard: ConnGuard,
+    }
+
+    impl Drop for Echo {
+        fn drop(&mut self) {
+            self.conn.close();
+            self.service.stats.closed.incr();
+        }
+    }
+
+    pub(super) fn start(config: ServerConfig, listener: Listener) -> io::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let proactor = Proactor::builder()
+            .threads(config.threads.max(1))
+            .reactor(config.reactor.clone())
+            .build()?;
+        let accepts = proactor.listen(listener)?;
+        let limit = ConnLimit::new(config.max_conns);
+        let stats = Arc::new(EchoStats::default());
+        let accept_stats = Arc::new(AcceptStats::default());
+        let service = Arc::new(Service {
+            accepts,
+            proactor: proactor.handle(),
+            limit: Arc::clone(&limit),
+            stats: Arc::clone(&stats),
+            accept_stats: Arc::clone(&accept_stats),
+            chunk: config.echo.buffer.clamp(1, 64 * 1024),
+            idle: config.echo.idle_timeout,
+        });
+        accept_next(service);
+        Ok(Server {
+            local_addr,
+            handles: proactor.handles().to_vec(),
+            threads: Vec::new(),
+            proactor: Some(proactor),
+            limit,
+            accept_stats,
+            echo_stats: stats,
+        })
+    }
+
+    /// Initiate an accept; on its completion, start the connection and initiate the next.
+    fn accept_next(service: Arc<Service>) {
+        let token = service.accepts.accept();
+        token.on_complete(move |outcome| match outcome {
+            Outcome::Completed(Ok((conn, _peer))) => {
+                match ConnLimit::try_acquire(&service.limit) {
+                    Some(guard) => {
+                        service
+                            .accept_stats
+                            .accepted
+                            .fetch_add(1, Ordering::Relaxed);
+                        let buf = vec![0; service.chunk];
+                        let echo = Arc::new(Echo {
+                            conn,
+                            service: Arc::clone(&service),
+                            _guard: guard,
+                        });
+                        read_next(echo, buf);
+                    }
+                    None => {
+                        service
+                            .accept_stats
+                            .rejected_limit
+                            .fetch_add(1, Ordering::Relaxed);
+                        conn.close();
+                    }
+                }
+                accept_next(service);
+            }
+            Outcome::Completed(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning on a readable listener.
+                tracing::warn!(error = %e, "proactor echo: accept failed; retrying in 10 ms");
+                service
+                    .accept_stats
+                    .exhausted_accepts
+                    .fetch_add(1, Ordering::Relaxed);
+                let retry = Arc::clone(&service);
+                service
+                    .proactor
+                    .timer(Duration::from_millis(10))
+                    .on_complete(move |o| {
+                        if o.is_completed() {
+                            accept_next(retry);
+                        }
+                    });
+            }
+            _ => {} // cancelled: the proactor is shutting down
+        });
+    }
+
+    /// Initiate a read; on its completion, write what came, and on that, read again.
+    fn read_next(echo: Arc<Echo>, buf: Vec<u8>) {
+        let token = match echo.service.idle {
+            Some(idle) => echo.conn.read_some_timeout(buf, idle),
+            None => echo.conn.read_some(buf),
+        };
+        token.on_complete(move |outcome| match outcome {
+            Outcome::Completed(Ok(Done { n: 0, .. })) => finish(echo),
+            Outcome::Completed(Ok(Done { buf, n })) => {
+                let stats = &echo.service.stats;
+                stats.bytes.add(n as u64);
+                stats.max_buffered.fetch_max(n, Ordering::Relaxed);
+                match echo.conn.write_all_prefix(buf, n) {
+                    Ok(written) => written.on_complete(move |o| match o {
+                        Outcome::Completed(Ok(Done { buf, .. })) => read_next(echo, buf),
+                        Outcome::Cancelled(_) | Outcome::CancelledAfterEffect(_) => {}
+                        _ => echo.service.stats.errors.incr(),
+                    }),
+                    Err(_) => echo.service.stats.errors.incr(),
+                }
+            }
+            Outcome::Completed(Err(e)) if e.error.kind() == io::ErrorKind::TimedOut => {
+                echo.service.stats.idle_closed.incr();
+            }
+            // Drain (shutdown): stop reading, let the writes go, close our side in order.
+            Outcome::Cancelled(_) | Outcome::CancelledAfterEffect(_) => finish(echo),
+            _ => echo.service.stats.errors.incr(),
+        });
+    }
+
+    /// Shut down writing after the queued writes, then close.
+    fn finish(echo: Arc<Echo>) {
+        echo.conn.shutdown_write().on_complete(move |_| drop(echo));
     }
 }

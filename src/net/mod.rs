@@ -129,9 +129,17 @@ impl Listener {
     }
 
     /// Accepts one pending connection.
+    ///
+    /// Accepted TCP connections have `TCP_NODELAY` set: a request/response service must not
+    /// hold a reply back waiting for the peer's delayed ACK (Nagle), which costs up to 40 ms
+    /// per exchange once several messages are in flight.
     pub fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
-            Listener::Tcp(l) => l.accept().map(|(s, a)| (Stream::Tcp(s), Peer::Tcp(a))),
+            Listener::Tcp(l) => l.accept().map(|(s, a)| {
+                // Best effort: a socket that refuses the option still works, only slower.
+                let _ = s.set_nodelay(true);
+                (Stream::Tcp(s), Peer::Tcp(a))
+            }),
             Listener::Unix(l, _) => l.accept().map(|(s, _)| (Stream::Unix(s), Peer::Unix)),
         }
     }
