@@ -107,19 +107,7 @@ impl Echo {
     }
 
     fn flush(&mut self) -> io::Result<bool> {
-        let mut progress = false;
-        while self.sent < self.pending.len() {
-            match self.stream.write(&self.pending[self.sent..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.sent += n;
-                    progress = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let progress = crate::net::write_from(&mut self.stream, &self.pending, &mut self.sent)?;
         if self.sent == self.pending.len() && !self.pending.is_empty() {
             self.sent = 0;
             if self.pending.capacity() > 16 * 1024 {

@@ -23,7 +23,7 @@
 //! [`Mailbox::post_flagged`]: crate::reactor::Mailbox::post_flagged
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::Shutdown;
 
 use std::time::Duration;
@@ -178,19 +178,7 @@ impl<S: SyncService> HalfSyncConn<S> {
     }
 
     fn flush(&mut self) -> io::Result<bool> {
-        let mut progress = false;
-        while self.sent < self.out.len() {
-            match self.stream.write(&self.out[self.sent..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.sent += n;
-                    progress = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let progress = crate::net::write_from(&mut self.stream, &self.out, &mut self.sent)?;
         if self.sent == self.out.len() {
             self.sent = 0;
             self.out.clear();

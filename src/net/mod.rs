@@ -253,6 +253,26 @@ impl Source for Stream {
     }
 }
 
+/// Writes `buf[*sent..]` until it is all out or the socket would block, advancing `sent`.
+/// Returns whether anything was written. The one non-blocking write loop of the echo handlers
+/// and the proactor's write queue.
+pub(crate) fn write_from(stream: &mut Stream, buf: &[u8], sent: &mut usize) -> io::Result<bool> {
+    let mut progress = false;
+    while *sent < buf.len() {
+        match stream.write(&buf[*sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                *sent += n;
+                progress = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(progress)
+}
+
 /// A cap on concurrent connections, shared by every acceptor and reactor of a server.
 #[derive(Debug)]
 pub struct ConnLimit {

@@ -27,37 +27,8 @@ mod model {
         Retry,
     }
 
-    pub(crate) struct Injector<T>(Mutex<VecDeque<T>>);
-
-    impl<T> Injector<T> {
-        pub(crate) fn new() -> Self {
-            Self(Mutex::new(VecDeque::new()))
-        }
-        pub(crate) fn push(&self, task: T) {
-            self.0.lock().push_back(task);
-        }
-        pub(crate) fn is_empty(&self) -> bool {
-            self.0.lock().is_empty()
-        }
-        pub(crate) fn len(&self) -> usize {
-            self.0.lock().len()
-        }
-        pub(crate) fn steal(&self) -> Steal<T> {
-            self.0
-                .lock()
-                .pop_front()
-                .map_or(Steal::Empty, Steal::Success)
-        }
-        pub(crate) fn steal_batch_and_pop(&self, dest: &Worker<T>) -> Steal<T> {
-            let mut q = self.0.lock();
-            let Some(first) = q.pop_front() else {
-                return Steal::Empty;
-            };
-            let more = q.len() / 2;
-            dest.0.lock().extend(q.drain(..more));
-            Steal::Success(first)
-        }
-    }
+    /// The injector is a stealer that nobody owns: the same queue, pushed to from outside.
+    pub(crate) type Injector<T> = Stealer<T>;
 
     pub(crate) struct Worker<T>(Arc<Mutex<VecDeque<T>>>);
 
@@ -82,6 +53,12 @@ mod model {
     pub(crate) struct Stealer<T>(Arc<Mutex<VecDeque<T>>>);
 
     impl<T> Stealer<T> {
+        pub(crate) fn new() -> Self {
+            Self(Arc::new(Mutex::new(VecDeque::new())))
+        }
+        pub(crate) fn push(&self, task: T) {
+            self.0.lock().push_back(task);
+        }
         pub(crate) fn is_empty(&self) -> bool {
             self.0.lock().is_empty()
         }

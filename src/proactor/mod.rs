@@ -61,7 +61,7 @@ pub use ops::{OpQueue, Refused};
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -594,16 +594,9 @@ impl ConnHandler {
                         self.answer_writable();
                         continue;
                     }
-                    while *written < *len {
-                        match self.stream.write(&buf[*written..*len]) {
-                            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                            Ok(k) => *written += k,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                return Ok(step);
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e),
-                        }
+                    crate::net::write_from(&mut self.stream, &buf[..*len], written)?;
+                    if *written < *len {
+                        return Ok(step); // WouldBlock: wait for writable
                     }
                     let Some(Op::Write { buf, len, c, .. }) = self.writes.pop_front() else {
                         break;
@@ -1268,6 +1261,7 @@ impl fmt::Debug for Proactor {
 mod tests {
     use super::*;
     use crate::act::Outcome;
+    use std::io::Write as _;
 
     /// A proactor, a connection it accepted, and the blocking peer on the other end.
     fn pair(builder: Builder) -> (Proactor, Conn, std::net::TcpStream) {
