@@ -45,12 +45,18 @@ use crate::sync::thread::{self, JoinHandle};
 pub enum MethodError {
     /// The method panicked; the payload's message.
     Panicked(String),
+    /// It waited past its deadline and was not run ([`Deadline`](crate::intercept::ready::Deadline)).
+    DeadlineExceeded,
+    /// An interceptor refused to run it.
+    Rejected(crate::intercept::Rejection),
 }
 
 impl fmt::Display for MethodError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MethodError::Panicked(m) => write!(f, "method panicked: {m}"),
+            MethodError::DeadlineExceeded => f.write_str("method not run: deadline exceeded"),
+            MethodError::Rejected(r) => write!(f, "method not run: {r}"),
         }
     }
 }
@@ -100,8 +106,10 @@ pub type CallToken<T> = Token<T, MethodError>;
 trait Request<S>: Send {
     /// The guard holds (or panicked: then `run` answers with the panic and skips the method).
     fn ready(&self, servant: &S) -> bool;
-    fn run(self: Box<Self>, servant: &mut S);
+    fn run(self: Box<Self>, servant: &mut S) -> crate::intercept::Outcome;
     fn cancel(self: Box<Self>);
+    /// Answers without running (an interceptor refused it).
+    fn refuse(self: Box<Self>, error: MethodError);
     fn abandoned(&self) -> bool;
 }
 
@@ -135,7 +143,8 @@ where
         }
     }
 
-    fn run(self: Box<Self>, servant: &mut S) {
+    fn run(self: Box<Self>, servant: &mut S) -> crate::intercept::Outcome {
+        use crate::intercept::Outcome;
         let Call {
             f,
             completer,
@@ -144,15 +153,25 @@ where
         } = *self;
         if let Some(msg) = guard_panic.into_inner() {
             completer.complete(Err(MethodError::Panicked(msg)));
-            return;
+            return Outcome::Panicked;
         }
         if completer.is_cancelled() {
             completer.cancel(()); // the caller gave up before it ran
-            return;
+            return Outcome::Ok;
         }
         let result = catch_unwind(AssertUnwindSafe(|| f(servant)))
             .map_err(|p| MethodError::Panicked(crate::panic_message(&*p)));
+        let outcome = if result.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Panicked
+        };
         completer.complete(result);
+        outcome
+    }
+
+    fn refuse(self: Box<Self>, error: MethodError) {
+        self.completer.complete(Err(error));
     }
 
     fn cancel(self: Box<Self>) {
@@ -168,6 +187,8 @@ struct Entry<S> {
     priority: u8,
     seq: u64,
     request: Box<dyn Request<S>>,
+    /// What interceptors see (only with a chain).
+    dispatch: Option<Box<crate::intercept::Dispatch>>,
 }
 
 struct List<S> {
@@ -182,6 +203,7 @@ struct Inner<S> {
     list: Monitor<List<S>>,
     arrived: Condition,
     room: Condition,
+    chain: crate::intercept::Chain,
 }
 
 /// The caller's side: cloneable and `Send`; each call returns a token at once.
@@ -283,6 +305,15 @@ impl<S: Send + 'static> Proxy<S> {
             Entry {
                 priority,
                 seq,
+                dispatch: (!self.inner.chain.is_empty()).then(|| {
+                    let mut d = crate::intercept::Dispatch::new(
+                        crate::intercept::Point::MethodRequest,
+                        seq,
+                    );
+                    d.queued_at = Some(std::time::Instant::now());
+                    d.stamp = self.inner.chain.stamp();
+                    Box::new(d)
+                }),
                 request: Box::new(Call {
                     guard,
                     guard_panic: std::cell::Cell::new(None),
@@ -316,6 +347,17 @@ impl<S: Send + 'static> ActiveObject<S> {
 
     /// Starts `servant` with an activation list of `capacity` (at least 1) requests.
     pub fn with_capacity(servant: S, capacity: usize) -> io::Result<Self> {
+        Self::with_interceptors(servant, capacity, crate::intercept::Chain::new())
+    }
+
+    /// Like [`with_capacity`](Self::with_capacity), with interceptors around every method
+    /// request ([`Point::MethodRequest`](crate::intercept::Point)): a refused request answers
+    /// `MethodError::Rejected` (or `DeadlineExceeded`) without running.
+    pub fn with_interceptors(
+        servant: S,
+        capacity: usize,
+        chain: crate::intercept::Chain,
+    ) -> io::Result<Self> {
         let inner = Arc::new(Inner {
             list: Monitor::new(List {
                 entries: Vec::new(),
@@ -325,6 +367,7 @@ impl<S: Send + 'static> ActiveObject<S> {
             }),
             arrived: Condition::new(),
             room: Condition::new(),
+            chain,
         });
         let scheduler = Arc::clone(&inner);
         let thread = thread::Builder::new()
@@ -390,7 +433,7 @@ fn close<S>(inner: &Inner<S>) {
 /// The scheduler: runs the first request (by priority, then arrival) whose guard holds.
 fn schedule<S>(inner: &Inner<S>, mut servant: S) -> S {
     loop {
-        let request = {
+        let (request, dispatch) = {
             let mut list = inner.list.lock();
             loop {
                 // Requests whose callers gave up (cancelled or dropped their tokens) leave now,
@@ -407,7 +450,8 @@ fn schedule<S>(inner: &Inner<S>, mut servant: S) -> S {
                     e.request.cancel();
                 }
                 if let Some(i) = list.entries.iter().position(|e| e.request.ready(&servant)) {
-                    break list.entries.remove(i).request;
+                    let e = list.entries.remove(i);
+                    break (e.request, e.dispatch);
                 }
                 if !list.open {
                     return servant;
@@ -419,7 +463,21 @@ fn schedule<S>(inner: &Inner<S>, mut servant: S) -> S {
             }
         };
         inner.room.notify_one();
-        request.run(&mut servant);
+        let Some(d) = dispatch else {
+            request.run(&mut servant);
+            continue;
+        };
+        if let Err(r) = inner.chain.before(&d) {
+            request.refuse(if r.reason == crate::intercept::Reason::DeadlineExceeded {
+                MethodError::DeadlineExceeded
+            } else {
+                MethodError::Rejected(r)
+            });
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let outcome = request.run(&mut servant);
+        inner.chain.after(&d, outcome, started.elapsed());
     }
 }
 

@@ -22,6 +22,7 @@
 pub mod act;
 pub mod active;
 pub mod clock;
+pub mod intercept;
 pub mod monitor;
 pub mod net;
 pub mod pool;
@@ -71,6 +72,8 @@ mod doc_pages {
     struct Watch;
     #[doc = include_str!("../docs/reactor-vs-proactor.md")]
     struct ReactorVsProactor;
+    #[doc = include_str!("../docs/interceptor.md")]
+    struct Interceptor;
     #[doc = include_str!("../README.md")]
     struct Readme;
 }

@@ -45,6 +45,7 @@ fn quick(attempts: u32, timeout_ms: u64) -> ConnectOptions {
         attempts,
         base_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(5),
+        ..ConnectOptions::default()
     }
 }
 

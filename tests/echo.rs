@@ -257,10 +257,22 @@ fn never_reading_client(model: Model) {
         "a connection buffered {max} bytes, bound {BOUND}"
     );
     assert!(written < 256 << 20, "backpressure never reached the client");
-    assert_eq!(
-        reports[0].forced, 1,
-        "the stuck connection is closed at the deadline"
-    );
+    if model == Model::HalfSync {
+        // Half-sync also stops reading while `max_in_flight` requests are with the workers, so
+        // the client can stall while the kernel's send buffer still has room; at drain the
+        // replies then fit and the connection closes in order instead of at the deadline.
+        // Either way it is closed by the shutdown, and nothing past the bound was held.
+        assert_eq!(
+            reports[0].forced + reports[0].drained,
+            2,
+            "acceptor and connection closed: {reports:?}"
+        );
+    } else {
+        assert_eq!(
+            reports[0].forced, 1,
+            "the stuck connection is closed at the deadline"
+        );
+    }
 }
 
 #[test]

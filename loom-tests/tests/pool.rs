@@ -50,6 +50,7 @@ fn submit_racing_shutdown_now_is_run_cancelled_or_refused() {
                 },
                 Err(SubmitError::ShutDown(_)) => "refused",
                 Err(SubmitError::Full(_)) => unreachable!("capacity 2"),
+                Err(SubmitError::Rejected(..)) => unreachable!("no interceptors"),
             })
         };
         p.close(Shutdown::Now);
@@ -90,7 +91,7 @@ fn ordered_submit_racing_shutdown_now_is_run_cancelled_or_refused() {
             thread::spawn(move || match p.submit(|| 1) {
                 Ok(token) => !matches!(token.wait(), Outcome::Abandoned),
                 Err(SubmitError::ShutDown(_)) => true,
-                Err(SubmitError::Full(_)) => false,
+                Err(SubmitError::Full(_) | SubmitError::Rejected(..)) => false,
             })
         };
         p.close(Shutdown::Now);

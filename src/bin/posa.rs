@@ -80,6 +80,21 @@ struct EchoArgs {
     /// On shutdown, seconds to let connections finish before closing them.
     #[arg(long, default_value_t = 5.0)]
     drain_grace: f64,
+    /// Every SECS seconds, print per-dispatch-point counts and latencies to stderr (0: never).
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    metrics: f64,
+    /// Accept at most N new connections a second (token bucket, bursts of N), e.g. `100/s`.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    rate_limit: Option<f64>,
+}
+
+/// `N` or `N/s`, N > 0.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let n = s.strip_suffix("/s").unwrap_or(s);
+    match n.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("expected a positive rate like 100/s, got {s:?}")),
+    }
 }
 
 fn seconds(what: &str, s: f64) -> Result<Duration, String> {
@@ -96,6 +111,18 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
         .try_init();
     let idle = seconds("idle-timeout", args.idle_timeout)?;
     let grace = seconds("drain-grace", args.drain_grace)?;
+    let every = seconds("metrics", args.metrics)?;
+    let mut chain = posa::intercept::Chain::new();
+    if let Some(rate) = args.rate_limit {
+        use posa::intercept::{Point, ready::RateLimit};
+        let burst = rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+        chain = chain.with(RateLimit::global(rate, burst).at(&[Point::Accept]));
+    }
+    let metrics =
+        (!every.is_zero()).then(|| std::sync::Arc::new(posa::intercept::ready::Metrics::new()));
+    if let Some(m) = &metrics {
+        chain = chain.with_shared(m.clone());
+    }
     let config = ServerConfig {
         addr: args.addr,
         model: args.model,
@@ -105,6 +132,7 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
             buffer: args.buffer,
             idle_timeout: (!idle.is_zero()).then_some(idle),
         },
+        interceptors: chain,
         ..ServerConfig::default()
     };
     let model = config.model;
@@ -118,18 +146,34 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
         server.handles().len()
     );
     let (accepts, echo) = (server.accept_stats(), server.echo_stats());
-    let reports = server.join().map_err(|e| format!("reactor failed: {e}"))?;
+    // The periodic report: a thread that wakes every `every` until the server has stopped.
+    let (stop_report, stopped) = std::sync::mpsc::channel::<()>();
+    let reporter = metrics.map(|m| {
+        std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                eprint!("posa echo-server: metrics\n{}", m.snapshot());
+            }
+        })
+    });
+    let reports = server.join().map_err(|e| format!("reactor failed: {e}"));
+    drop(stop_report);
+    if let Some(r) = reporter {
+        let _ = r.join();
+    }
+    let reports = reports?;
     let (drained, forced) = reports
         .iter()
         .fold((0, 0), |(d, f), r| (d + r.drained, f + r.forced));
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let bytes = echo.bytes.sum();
     eprintln!(
-        "posa echo-server: stopped: {} connections accepted, {} refused at --max-conns, {} bytes echoed; \
-         at shutdown {drained} handlers drained, {forced} closed at the deadline",
+        "posa echo-server: stopped: {} connections accepted, {} refused at --max-conns, {} bytes echoed, \
+         {} refused by --rate-limit; at shutdown {drained} handlers drained, {forced} closed at the deadline",
         load(&accepts.accepted),
         load(&accepts.rejected_limit),
         bytes,
+        load(&accepts.rejected_intercept),
     );
     Ok(())
 }
@@ -221,9 +265,9 @@ const PATTERNS: &[Pattern] = &[
         doc: "docs/proactor.md",
     },
     Pattern {
-        name: "Interceptor",
+        name: "Interceptor (tracing, metrics, rate limit, bulkhead, circuit breaker, deadline, causal)",
         module: "posa::intercept",
-        built: false,
+        built: true,
         doc: "docs/interceptor.md",
     },
 ];

@@ -49,6 +49,8 @@ pub struct AcceptStats {
     /// Accept calls that failed with EMFILE/ENFILE. A spinning acceptor would make this grow
     /// by millions a second; a pausing one by about one per pause.
     pub exhausted_accepts: AtomicU64,
+    /// Connections an interceptor refused (rate limit, ...): accepted and closed at once.
+    pub rejected_intercept: AtomicU64,
 }
 
 /// Accepts connections on a listener and activates a service handler for each.
@@ -73,6 +75,7 @@ pub struct Acceptor<F> {
     next: usize,
     budget: usize,
     pause: Duration,
+    chain: crate::intercept::Chain,
 }
 
 impl<F: ServiceFactory> Acceptor<F> {
@@ -90,6 +93,39 @@ impl<F: ServiceFactory> Acceptor<F> {
             next: 0,
             budget: 64,
             pause: Duration::from_millis(100),
+            chain: crate::intercept::Chain::new(),
+        }
+    }
+
+    /// Interceptors for every accepted connection ([`Point::Accept`](crate::intercept::Point)):
+    /// a refused connection is closed at once and counted (`rejected_intercept`).
+    pub fn interceptors(mut self, chain: crate::intercept::Chain) -> Self {
+        self.chain = chain;
+        self
+    }
+
+    /// `true` if the chain lets this connection in.
+    fn admitted(&self, peer: &Peer) -> bool {
+        use crate::intercept::{Dispatch, Outcome, Point};
+        if self.chain.is_empty() {
+            return true;
+        }
+        let mut d = Dispatch::new(Point::Accept, self.stats.accepted.load(Ordering::Relaxed));
+        if let Peer::Tcp(addr) = peer {
+            d.peer = Some(*addr);
+        }
+        match self.chain.before(&d) {
+            Ok(()) => {
+                self.chain.after(&d, Outcome::Ok, Duration::ZERO);
+                true
+            }
+            Err(why) => {
+                tracing::debug!(%peer, %why, "posa acceptor: connection refused by an interceptor");
+                self.stats
+                    .rejected_intercept
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
         }
     }
 
@@ -186,6 +222,10 @@ impl<F: ServiceFactory> EventHandler for Acceptor<F> {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     self.in_episode = false;
+                    if !self.admitted(&peer) {
+                        drop(stream); // an orderly close, like the connection limit's
+                        continue;
+                    }
                     match ConnLimit::try_acquire(&self.limit) {
                         Some(guard) => self.activate(stream, peer, guard, cx),
                         None => {

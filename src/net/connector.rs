@@ -25,6 +25,9 @@ pub struct ConnectOptions {
     pub base_backoff: Duration,
     /// Cap on one backoff.
     pub max_backoff: Duration,
+    /// Interceptors around each attempt ([`Point::Connect`](crate::intercept::Point)): a
+    /// circuit breaker here fails fast while the peer is down.
+    pub interceptors: crate::intercept::Chain,
 }
 
 impl Default for ConnectOptions {
@@ -34,6 +37,7 @@ impl Default for ConnectOptions {
             attempts: 3,
             base_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
+            interceptors: crate::intercept::Chain::new(),
         }
     }
 }
@@ -55,6 +59,13 @@ pub enum ConnectError {
     },
     /// The reactor shut down (or could not take the request) before a connection was made.
     Shutdown,
+    /// An interceptor refused the attempt (an open circuit breaker, a rate limit).
+    Rejected {
+        /// Attempts made before.
+        attempts: u32,
+        /// Who refused and why.
+        rejection: crate::intercept::Rejection,
+    },
 }
 
 impl fmt::Display for ConnectError {
@@ -67,6 +78,15 @@ impl fmt::Display for ConnectError {
                 write!(f, "connect timed out ({attempts} attempt(s))")
             }
             ConnectError::Shutdown => f.write_str("reactor shut down before the connect finished"),
+            ConnectError::Rejected {
+                attempts,
+                rejection,
+            } => {
+                write!(
+                    f,
+                    "connect refused after {attempts} attempt(s): {rejection}"
+                )
+            }
         }
     }
 }
@@ -136,6 +156,8 @@ struct Connect {
     wait: Option<Wait>,
     attempts: u32,
     rng: u64,
+    /// The attempt the interceptors are watching, and when it started.
+    watched: Option<(crate::intercept::Dispatch, std::time::Instant)>,
 }
 
 impl Connect {
@@ -158,6 +180,7 @@ impl Connect {
             wait: None,
             attempts: 0,
             rng: seed,
+            watched: None,
         }
     }
 
@@ -179,7 +202,35 @@ impl Connect {
         cx.close();
     }
 
+    /// Tells the interceptors how the watched attempt ended.
+    fn observed(&mut self, outcome: crate::intercept::Outcome) {
+        if let Some((d, started)) = self.watched.take() {
+            self.options
+                .interceptors
+                .after(&d, outcome, started.elapsed());
+        }
+    }
+
     fn attempt(&mut self, cx: &mut Context<'_>) {
+        if !self.options.interceptors.is_empty() {
+            use crate::intercept::{Dispatch, Point};
+            let mut d = Dispatch::new(Point::Connect, u64::from(self.attempts));
+            if let Addr::Tcp(a) = &self.addr {
+                d.peer = Some(*a);
+            }
+            if let Err(rejection) = self.options.interceptors.before(&d) {
+                let attempts = self.attempts;
+                self.finish(
+                    Err(ConnectError::Rejected {
+                        attempts,
+                        rejection,
+                    }),
+                    cx,
+                );
+                return;
+            }
+            self.watched = Some((d, std::time::Instant::now()));
+        }
         self.attempts += 1;
         let started = match &self.addr {
             Addr::Tcp(a) => mio::net::TcpStream::connect(*a).map(Stream::Tcp),
@@ -195,6 +246,7 @@ impl Connect {
     }
 
     fn failed(&mut self, e: io::Error, cx: &mut Context<'_>) {
+        self.observed(crate::intercept::Outcome::Error);
         self.drop_stream(cx);
         if self.attempts >= self.options.attempts.max(1) || !retryable(&e) {
             let attempts = self.attempts;
@@ -273,6 +325,7 @@ impl EventHandler for Connect {
                 };
                 // Hand the stream over unregistered: its new owner registers it its own way.
                 let _ = cx.deregister(&mut s);
+                self.observed(crate::intercept::Outcome::Ok);
                 self.finish(Ok(s), cx);
             }
             (Ok(Some(e)), _) | (Err(e), _) => self.failed(e, cx),
@@ -285,6 +338,7 @@ impl EventHandler for Connect {
         match self.wait {
             Some(Wait::Connecting(t)) if t == timer => {
                 self.wait = None;
+                self.observed(crate::intercept::Outcome::Error);
                 self.drop_stream(cx);
                 if self.attempts >= self.options.attempts.max(1) {
                     let attempts = self.attempts;
@@ -306,6 +360,7 @@ impl EventHandler for Connect {
     }
 
     fn close(&mut self, _: &CloseReason, cx: &mut Context<'_>) {
+        self.observed(crate::intercept::Outcome::Rejected); // cut short: neither ok nor failed
         self.drop_stream(cx);
         if let Some(c) = self.completer.take() {
             if c.is_cancelled() {

@@ -343,6 +343,20 @@ pub struct ServerConfig {
     pub echo: EchoConfig,
     /// Reactor budgets and thresholds.
     pub reactor: crate::reactor::Config,
+    /// Interceptors at every accepted connection and every reactor upcall (rate limits,
+    /// metrics, tracing...). Default: none.
+    pub interceptors: crate::intercept::Chain,
+}
+
+impl ServerConfig {
+    /// The reactor settings with the server's interceptors added.
+    fn reactor_config(&self) -> crate::reactor::Config {
+        let mut c = self.reactor.clone();
+        if c.interceptors.is_empty() {
+            c.interceptors = self.interceptors.clone();
+        }
+        c
+    }
 }
 
 impl Default for ServerConfig {
@@ -354,6 +368,7 @@ impl Default for ServerConfig {
             max_conns: 10_000,
             echo: EchoConfig::default(),
             reactor: crate::reactor::Config::default(),
+            interceptors: crate::intercept::Chain::new(),
         }
     }
 }
@@ -383,13 +398,14 @@ impl Server {
             Model::Proactor => return proactor_echo::start(config, listener),
         };
         let mut reactors = (0..n)
-            .map(|_| Reactor::builder().config(config.reactor.clone()).build())
+            .map(|_| Reactor::builder().config(config.reactor_config()).build())
             .collect::<io::Result<Vec<_>>>()?;
         let handles: Vec<ReactorHandle> = reactors.iter().map(Reactor::handle).collect();
         let limit = ConnLimit::new(config.max_conns);
         let echo_stats = Arc::new(EchoStats::default());
         let factory = EchoFactory::new(config.echo.clone(), Arc::clone(&echo_stats));
-        let mut acceptor = Acceptor::new(listener, factory, Arc::clone(&limit));
+        let mut acceptor = Acceptor::new(listener, factory, Arc::clone(&limit))
+            .interceptors(config.interceptors.clone());
         if n > 1 {
             acceptor = acceptor.placement(Placement::RoundRobin {
                 reactors: handles.clone(),
@@ -422,13 +438,14 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let lf = LeaderFollowers::with_config(
             config.threads,
-            config.reactor.clone(),
+            config.reactor_config(),
             std::sync::Arc::new(SystemClock),
         )?;
         let limit = ConnLimit::new(config.max_conns);
         let echo_stats = Arc::new(EchoStats::default());
         let factory = EchoFactory::new(config.echo.clone(), Arc::clone(&echo_stats));
-        let acceptor = Acceptor::new(listener, factory, Arc::clone(&limit));
+        let acceptor = Acceptor::new(listener, factory, Arc::clone(&limit))
+            .interceptors(config.interceptors.clone());
         let accept_stats = acceptor.stats();
         lf.add(acceptor)?;
         let handles = vec![lf.handle()];
@@ -450,7 +467,7 @@ impl Server {
         use crate::net::half_sync::{EchoService, HalfSyncConfig, HalfSyncFactory};
         use crate::pool::{ThreadPool, WhenFull};
         let local_addr = listener.local_addr()?;
-        let mut reactor = Reactor::builder().config(config.reactor.clone()).build()?;
+        let mut reactor = Reactor::builder().config(config.reactor_config()).build()?;
         // The queueing layer: bounded, and it refuses rather than blocks (the reactor must
         // never block); a refused request waits in its connection and is retried.
         let pool = Arc::new(
@@ -473,7 +490,8 @@ impl Server {
             },
             Arc::clone(&echo_stats),
         );
-        let acceptor = Acceptor::new(listener, factory, Arc::clone(&limit));
+        let acceptor = Acceptor::new(listener, factory, Arc::clone(&limit))
+            .interceptors(config.interceptors.clone());
         let accept_stats = acceptor.stats();
         reactor.add(acceptor)?;
         let handles = vec![reactor.handle()];
@@ -637,6 +655,7 @@ mod proactor_echo {
         accept_stats: Arc<AcceptStats>,
         chunk: usize,
         idle: Option<Duration>,
+        chain: crate::intercept::Chain,
     }
 
     /// One connection; dropped (and counted closed) when its last operation has answered.
@@ -657,7 +676,7 @@ mod proactor_echo {
         let local_addr = listener.local_addr()?;
         let proactor = Proactor::builder()
             .threads(config.threads.max(1))
-            .reactor(config.reactor.clone())
+            .reactor(config.reactor_config())
             .build()?;
         let accepts = proactor.listen(listener)?;
         let limit = ConnLimit::new(config.max_conns);
@@ -671,6 +690,7 @@ mod proactor_echo {
             accept_stats: Arc::clone(&accept_stats),
             chunk: config.echo.buffer.clamp(1, 64 * 1024),
             idle: config.echo.idle_timeout,
+            chain: config.interceptors.clone(),
         });
         accept_next(service);
         Ok(Server {
@@ -688,7 +708,16 @@ mod proactor_echo {
     fn accept_next(service: Arc<Service>) {
         let token = service.accepts.accept();
         token.on_complete(move |outcome| match outcome {
-            Outcome::Completed(Ok((conn, _peer))) => {
+            Outcome::Completed(Ok((conn, peer))) => {
+                if !admitted(&service, peer) {
+                    service
+                        .accept_stats
+                        .rejected_intercept
+                        .fetch_add(1, Ordering::Relaxed);
+                    conn.close();
+                    accept_next(service);
+                    return;
+                }
                 match ConnLimit::try_acquire(&service.limit) {
                     Some(guard) => {
                         service
@@ -732,6 +761,23 @@ mod proactor_echo {
             }
             _ => {} // cancelled: the proactor is shutting down
         });
+    }
+
+    /// The interceptors' verdict on an accepted connection.
+    fn admitted(service: &Service, peer: crate::net::Peer) -> bool {
+        use crate::intercept::{Dispatch, Outcome, Point};
+        if service.chain.is_empty() {
+            return true;
+        }
+        let mut d = Dispatch::new(Point::Accept, 0);
+        if let crate::net::Peer::Tcp(a) = peer {
+            d.peer = Some(a);
+        }
+        let ok = service.chain.before(&d).is_ok();
+        if ok {
+            service.chain.after(&d, Outcome::Ok, Duration::ZERO);
+        }
+        ok
     }
 
     /// Initiate a read; on its completion, write what came, and on that, read again.

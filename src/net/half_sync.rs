@@ -147,6 +147,7 @@ impl<S: SyncService> HalfSyncConn<S> {
                 Ok(())
             }
             Err(SubmitError::ShutDown(_)) => Err(io::Error::other("worker pool shut down")),
+            Err(SubmitError::Rejected(_, why)) => Err(io::Error::other(why)),
         }
     }
 

@@ -17,6 +17,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use crate::act::{self, Completer};
+use crate::intercept::Outcome;
 use crate::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use crate::sync::{Arc, Mutex};
 
@@ -65,6 +66,7 @@ fn schedule<T: Send + 'static>(task: std::sync::Arc<FutureTask<T>>) {
         task: Box::new(PollTask(task)),
         enqueued: pool.stats.timing.then(Instant::now),
         holds_load: false,
+        dispatch: None, // a future's polls are not separate dispatches
     };
     if let Err(job) = Inner::push(&pool, job, options) {
         job.task.cancel();
@@ -123,14 +125,14 @@ impl<T: Send + 'static> Wake for FutureTask<T> {
 struct PollTask<T>(std::sync::Arc<FutureTask<T>>);
 
 impl<T: Send + 'static> Task for PollTask<T> {
-    fn run(self: Box<Self>, stats: &Stats) {
+    fn run(self: Box<Self>, stats: &Stats) -> Outcome {
         let task = self.0;
         task.state.store(RUNNING, SeqCst);
         let waker = Waker::from(std::sync::Arc::clone(&task));
         let polled = {
             let mut slot = task.slot.lock();
             let Some((future, _)) = slot.as_mut() else {
-                return; // finished or cancelled elsewhere
+                return Outcome::Ok; // finished or cancelled elsewhere
             };
             catch_unwind(AssertUnwindSafe(|| {
                 future.as_mut().poll(&mut Context::from_waker(&waker))
@@ -142,6 +144,7 @@ impl<T: Send + 'static> Task for PollTask<T> {
                     stats.completed.incr();
                     completer.complete(Ok(value));
                 }
+                Outcome::Ok
             }
             Err(panic) => {
                 if let Some(completer) = task.finish() {
@@ -149,6 +152,7 @@ impl<T: Send + 'static> Task for PollTask<T> {
                     let msg = crate::panic_message(&*panic);
                     completer.complete(Err(JobError::Panicked(msg)));
                 }
+                Outcome::Panicked
             }
             Ok(Poll::Pending) => {
                 if task
@@ -160,6 +164,7 @@ impl<T: Send + 'static> Task for PollTask<T> {
                     task.state.store(SCHEDULED, SeqCst);
                     schedule(task);
                 }
+                Outcome::Ok
             }
         }
     }
@@ -167,6 +172,12 @@ impl<T: Send + 'static> Task for PollTask<T> {
     fn cancel(self: Box<Self>) {
         if let Some(completer) = self.0.finish() {
             completer.cancel(());
+        }
+    }
+
+    fn refuse(self: Box<Self>, error: JobError) {
+        if let Some(completer) = self.0.finish() {
+            completer.complete(Err(error));
         }
     }
 

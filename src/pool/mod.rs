@@ -89,12 +89,28 @@ pub const GLOBAL_CHECK_INTERVAL: u32 = 61;
 pub enum JobError {
     /// The job panicked; the payload's message.
     Panicked(String),
+    /// It waited past its deadline and was not run ([`Deadline`](crate::intercept::ready::Deadline)).
+    DeadlineExceeded,
+    /// An interceptor refused to run it.
+    Rejected(crate::intercept::Rejection),
+}
+
+impl JobError {
+    fn from_rejection(r: crate::intercept::Rejection) -> Self {
+        if r.reason == crate::intercept::Reason::DeadlineExceeded {
+            JobError::DeadlineExceeded
+        } else {
+            JobError::Rejected(r)
+        }
+    }
 }
 
 impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             JobError::Panicked(msg) => write!(f, "job panicked: {msg}"),
+            JobError::DeadlineExceeded => f.write_str("job not run: deadline exceeded"),
+            JobError::Rejected(r) => write!(f, "job not run: {r}"),
         }
     }
 }
@@ -122,32 +138,36 @@ pub enum SubmitError<F> {
     Full(F),
     /// The pool is shutting down.
     ShutDown(F),
+    /// An interceptor refused it at admission (a rate limit, say).
+    Rejected(F, crate::intercept::Rejection),
 }
 
 impl<F> SubmitError<F> {
     /// The job that was not queued.
     pub fn into_inner(self) -> F {
         match self {
-            SubmitError::Full(f) | SubmitError::ShutDown(f) => f,
+            SubmitError::Full(f) | SubmitError::ShutDown(f) | SubmitError::Rejected(f, _) => f,
         }
     }
 }
 
 impl<F> fmt::Debug for SubmitError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SubmitError::Full(_) => "Full(..)",
-            SubmitError::ShutDown(_) => "ShutDown(..)",
-        })
+        match self {
+            SubmitError::Full(_) => f.write_str("Full(..)"),
+            SubmitError::ShutDown(_) => f.write_str("ShutDown(..)"),
+            SubmitError::Rejected(_, r) => write!(f, "Rejected(.., {r:?})"),
+        }
     }
 }
 
 impl<F> fmt::Display for SubmitError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SubmitError::Full(_) => "pool queue is full",
-            SubmitError::ShutDown(_) => "pool is shutting down",
-        })
+        match self {
+            SubmitError::Full(_) => f.write_str("pool queue is full"),
+            SubmitError::ShutDown(_) => f.write_str("pool is shutting down"),
+            SubmitError::Rejected(_, r) => write!(f, "pool refused the job: {r}"),
+        }
     }
 }
 
@@ -192,8 +212,10 @@ impl JobOptions {
 trait Task: Send {
     /// Runs the task; counts it in `stats` *before* answering its token, so whoever waits on
     /// the token sees the count.
-    fn run(self: Box<Self>, stats: &stats::Stats);
+    fn run(self: Box<Self>, stats: &stats::Stats) -> crate::intercept::Outcome;
     fn cancel(self: Box<Self>);
+    /// Answers the token with `error` without running (an interceptor refused it).
+    fn refuse(self: Box<Self>, error: JobError);
     fn cancel_requested(&self) -> bool;
 }
 
@@ -203,18 +225,24 @@ struct TaskImpl<F, T> {
 }
 
 impl<F: FnOnce() -> T + Send, T: Send> Task for TaskImpl<F, T> {
-    fn run(self: Box<Self>, stats: &stats::Stats) {
+    fn run(self: Box<Self>, stats: &stats::Stats) -> crate::intercept::Outcome {
         let TaskImpl { f, completer } = *self;
         match catch_unwind(AssertUnwindSafe(f)) {
             Ok(value) => {
                 stats.completed.incr();
                 completer.complete(Ok(value));
+                crate::intercept::Outcome::Ok
             }
             Err(p) => {
                 stats.panicked.incr();
                 completer.complete(Err(JobError::Panicked(crate::panic_message(&*p))));
+                crate::intercept::Outcome::Panicked
             }
         }
+    }
+
+    fn refuse(self: Box<Self>, error: JobError) {
+        self.completer.complete(Err(error));
     }
 
     fn cancel(self: Box<Self>) {
@@ -234,6 +262,8 @@ pub struct Job {
     /// A closure job holds one unit of `load` until it is taken off the queue; a future's
     /// runnable does not (the future holds one for its whole life).
     holds_load: bool,
+    /// What interceptors see (only filled in when the pool has a chain).
+    dispatch: Option<Box<crate::intercept::Dispatch>>,
 }
 
 impl fmt::Debug for Job {
@@ -305,6 +335,9 @@ struct Inner {
     room: Condition,
     exited: Condition,
     stats: stats::Stats,
+    chain: crate::intercept::Chain,
+    /// Ids for interceptors' dispatches.
+    next_id: AtomicU64,
     /// Per slot: when its current job started (ns since `epoch`, plus 1), 0 when idle.
     running: Box<[AtomicU64]>,
     epoch: Instant,
@@ -338,6 +371,7 @@ pub struct Builder {
     scheduler: Option<Box<dyn Scheduler<Job>>>,
     timing: bool,
     stall: Option<Duration>,
+    chain: crate::intercept::Chain,
 }
 
 impl Default for Builder {
@@ -353,6 +387,7 @@ impl Default for Builder {
             scheduler: None,
             timing: true,
             stall: None,
+            chain: crate::intercept::Chain::new(),
         }
     }
 }
@@ -431,6 +466,13 @@ impl Builder {
         self
     }
 
+    /// Interceptors around admission ([`Point::PoolSubmit`](crate::intercept::Point)) and
+    /// every job run ([`Point::PoolJob`](crate::intercept::Point)); default: none.
+    pub fn interceptors(mut self, chain: crate::intercept::Chain) -> Self {
+        self.chain = chain;
+        self
+    }
+
     /// Starts the first `min_threads` workers.
     pub fn build(self) -> io::Result<ThreadPool> {
         let slots = self.max;
@@ -475,6 +517,8 @@ impl Builder {
             room: Condition::new(),
             exited: Condition::new(),
             stats: stats::Stats::new(self.timing),
+            chain: self.chain,
+            next_id: AtomicU64::new(0),
             running: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
         });
@@ -565,6 +609,26 @@ impl Inner {
             });
             self.quiet.blocked.fetch_sub(1, SeqCst);
         }
+    }
+
+    /// Runs the chain's admission (`PoolSubmit`) and prepares what the job's run will show it
+    /// (`PoolJob`). `Ok(None)` when there is no chain.
+    fn admit(
+        &self,
+        options: &JobOptions,
+    ) -> Result<Option<Box<crate::intercept::Dispatch>>, crate::intercept::Rejection> {
+        use crate::intercept::{Dispatch, Outcome, Point};
+        if self.chain.is_empty() {
+            return Ok(None);
+        }
+        let id = self.next_id.fetch_add(1, SeqCst);
+        let mut d = Dispatch::new(Point::PoolSubmit, id);
+        d.deadline = options.deadline;
+        d.stamp = self.chain.stamp();
+        self.chain.before(&d)?;
+        self.chain.after(&d, Outcome::Ok, Duration::ZERO);
+        d.point = Point::PoolJob;
+        Ok(Some(Box::new(d)))
     }
 
     /// Gives a unit of capacity back and wakes a blocked submitter.
@@ -744,8 +808,19 @@ impl Inner {
             self.stats.cancelled.incr();
             return;
         }
-        let started = self.stats.timing.then(Instant::now);
-        if let Some(started) = started {
+        // Interceptors: one pointer test when there are none.
+        let dispatch = job.dispatch.map(|mut d| {
+            d.queued_at = job.enqueued;
+            *d
+        });
+        if let Some(d) = &dispatch
+            && let Err(rejection) = self.chain.before(d)
+        {
+            job.task.refuse(JobError::from_rejection(rejection));
+            return;
+        }
+        let started = (self.stats.timing || dispatch.is_some()).then(Instant::now);
+        if let (Some(started), true) = (started, self.stats.timing) {
             if let Some(enqueued) = job.enqueued {
                 self.stats
                     .record_wait(started.saturating_duration_since(enqueued));
@@ -753,8 +828,11 @@ impl Inner {
             let since = started.saturating_duration_since(self.epoch).as_nanos();
             self.running[slot].store(u64::try_from(since).unwrap_or(u64::MAX - 1) + 1, SeqCst);
         }
-        job.task.run(&self.stats);
-        if let Some(started) = started {
+        let outcome = job.task.run(&self.stats);
+        if let (Some(d), Some(started)) = (&dispatch, started) {
+            self.chain.after(d, outcome, started.elapsed());
+        }
+        if let (Some(started), true) = (started, self.stats.timing) {
             self.running[slot].store(0, SeqCst);
             let took = started.elapsed();
             self.stats.record_run(took);
@@ -899,6 +977,13 @@ impl ThreadPool {
         T: Send + 'static,
     {
         let inner = &self.inner;
+        let dispatch = match inner.admit(&options) {
+            Ok(d) => d,
+            Err(rejection) => {
+                inner.stats.rejected.incr();
+                return Err(SubmitError::Rejected(f, rejection));
+            }
+        };
         let on_worker = Inner::current_slot(inner).is_some();
         match inner.reserve(!on_worker) {
             Ok(()) => {}
@@ -918,8 +1003,9 @@ impl ThreadPool {
         let (completer, token) = act::pair();
         let job = Job {
             task: Box::new(TaskImpl { f, completer }),
-            enqueued: inner.stats.timing.then(Instant::now),
+            enqueued: (inner.stats.timing || dispatch.is_some()).then(Instant::now),
             holds_load: true,
+            dispatch,
         };
         match Inner::push(inner, job, options) {
             Ok(()) => inner.stats.submitted.incr(),

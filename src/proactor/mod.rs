@@ -175,13 +175,41 @@ impl Dispatch {
             }
         }
     }
+}
+
+/// Where completions go, and who watches them ([`Point::ProactorCompletion`]
+/// (crate::intercept::Point)): interceptors observe each delivery; they cannot refuse one
+/// (that would lose a buffer), so a rejection is logged and the completion delivered anyway.
+#[derive(Clone, Default)]
+struct Delivery {
+    dispatch: Dispatch,
+    chain: crate::intercept::Chain,
+}
+
+impl Delivery {
+    fn run(&self, deliver: impl FnOnce() + Send + 'static) {
+        if self.chain.is_empty() {
+            return self.dispatch.run(deliver);
+        }
+        let chain = self.chain.clone();
+        self.dispatch.run(move || {
+            use crate::intercept::{Dispatch, Outcome, Point};
+            let d = Dispatch::new(Point::ProactorCompletion, 0);
+            if let Err(why) = chain.before(&d) {
+                tracing::debug!(%why, "proactor: an interceptor refused a completion; delivered anyway");
+                deliver();
+                return;
+            }
+            let started = std::time::Instant::now();
+            deliver();
+            chain.after(&d, Outcome::Ok, started.elapsed());
+        });
+    }
 
     fn complete(&self, c: OpCompleter, result: Result<Done, OpError>) {
         self.run(move || c.complete(result));
     }
 
-    /// Answers an operation that is stopped before it finished: `Cancelled(buf)` if it moved
-    /// nothing (or its token asked), else the partial result (`CancelledAfterEffect` if asked).
     fn stop(&self, c: OpCompleter, buf: Vec<u8>, n: usize, why: io::ErrorKind) {
         if n == 0 {
             self.run(move || c.cancel(buf));
@@ -226,7 +254,7 @@ impl Op {
     }
 
     /// Stops the operation: cancelled (with its buffer) or its partial result.
-    fn stop(self, dispatch: &Dispatch, why: io::ErrorKind) {
+    fn stop(self, dispatch: &Delivery, why: io::ErrorKind) {
         match self {
             Op::Read { buf, filled, c, .. } => dispatch.stop(c, buf, filled, why),
             Op::Write {
@@ -240,7 +268,7 @@ impl Op {
 struct ConnShared {
     queue: OpQueue<Op, HandlerWaker>,
     peer: Peer,
-    dispatch: Dispatch,
+    dispatch: Delivery,
 }
 
 impl ConnShared {
@@ -329,7 +357,7 @@ impl Conn {
         if let Err(refused) = self.initiate(op, 0) {
             refused
                 .into_inner()
-                .stop(&Dispatch::Loop, io::ErrorKind::NotConnected);
+                .stop(&Delivery::default(), io::ErrorKind::NotConnected);
         }
         token
     }
@@ -376,7 +404,7 @@ impl Conn {
         if let Err(refused) = self.initiate(Op::Writable { c }, 0) {
             refused
                 .into_inner()
-                .stop(&Dispatch::Loop, io::ErrorKind::NotConnected);
+                .stop(&Delivery::default(), io::ErrorKind::NotConnected);
         }
         token
     }
@@ -387,7 +415,7 @@ impl Conn {
         if let Err(refused) = self.initiate(Op::ShutdownWrite { c }, 0) {
             refused
                 .into_inner()
-                .stop(&Dispatch::Loop, io::ErrorKind::NotConnected);
+                .stop(&Delivery::default(), io::ErrorKind::NotConnected);
         }
         token
     }
@@ -438,7 +466,7 @@ enum Step {
 }
 
 impl ConnHandler {
-    fn dispatch(&self) -> &Dispatch {
+    fn dispatch(&self) -> &Delivery {
         &self.shared.dispatch
     }
 
@@ -897,7 +925,7 @@ struct Loops {
     handles: Vec<ReactorHandle>,
     timers: Vec<Arc<TimerShared>>,
     next: AtomicUsize,
-    dispatch: Dispatch,
+    dispatch: Delivery,
     high_water: usize,
     low_water: usize,
 }
@@ -960,6 +988,7 @@ impl Conn {
 pub struct Builder {
     threads: usize,
     dispatch: Dispatch,
+    interceptors: crate::intercept::Chain,
     high_water: usize,
     low_water: usize,
     reactor: crate::reactor::Config,
@@ -970,6 +999,7 @@ impl Default for Builder {
         Self {
             threads: 1,
             dispatch: Dispatch::Loop,
+            interceptors: crate::intercept::Chain::new(),
             high_water: 256 * 1024,
             low_water: 64 * 1024,
             reactor: crate::reactor::Config::default(),
@@ -987,6 +1017,14 @@ impl Builder {
     /// Where completions are delivered (default: on the loop thread).
     pub fn dispatch(mut self, dispatch: Dispatch) -> Self {
         self.dispatch = dispatch;
+        self
+    }
+
+    /// Interceptors that observe every completion delivered
+    /// ([`Point::ProactorCompletion`](crate::intercept::Point)). The loops' own upcalls are
+    /// intercepted through [`reactor`](Self::reactor)'s `interceptors`.
+    pub fn interceptors(mut self, chain: crate::intercept::Chain) -> Self {
+        self.interceptors = chain;
         self
     }
 
@@ -1025,7 +1063,10 @@ impl Builder {
             handles: reactors.iter().map(Reactor::handle).collect(),
             timers,
             next: AtomicUsize::new(0),
-            dispatch: self.dispatch,
+            dispatch: Delivery {
+                dispatch: self.dispatch,
+                chain: self.interceptors,
+            },
             high_water: self.high_water,
             low_water: self.low_water,
         });
@@ -1252,7 +1293,7 @@ impl fmt::Debug for Proactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Proactor")
             .field("loops", &self.handle.loops.handles.len())
-            .field("dispatch", &self.handle.loops.dispatch)
+            .field("dispatch", &self.handle.loops.dispatch.dispatch)
             .finish()
     }
 }

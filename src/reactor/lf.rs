@@ -296,7 +296,7 @@ impl Lf {
     ) -> Option<Box<dyn EventHandler>> {
         let wake = || self.wake();
         let mut cx = self.context(id, local, &wake);
-        let (result, _stalled) = timed_upcall(id, self.config.stall_threshold, || match work {
+        let (result, _stalled) = timed_upcall(id, &self.config, || match work {
             Work::Ready(r) => handler.ready(r, &mut cx),
             Work::Timeout(t) => handler.timeout(t, &mut cx),
             Work::Drain => handler.drain(&mut cx),

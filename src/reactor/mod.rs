@@ -359,6 +359,10 @@ pub struct Config {
     pub max_handlers: usize,
     /// An upcall running longer than this is reported (`tracing::warn`); `None` disables timing.
     pub stall_threshold: Option<Duration>,
+    /// Interceptors around every upcall ([`Point::ReactorEvent`](crate::intercept::Point)); a
+    /// refused upcall is skipped (the handler is not told; use with care with edge-triggered
+    /// readiness). Default: none.
+    pub interceptors: crate::intercept::Chain,
 }
 
 impl Default for Config {
@@ -370,6 +374,7 @@ impl Default for Config {
             mailbox_capacity: 65_536,
             max_handlers: 1 << 20,
             stall_threshold: Some(Duration::from_millis(100)),
+            interceptors: crate::intercept::Chain::new(),
         }
     }
 }
@@ -729,9 +734,7 @@ impl Reactor {
         self.stats.dispatches += 1;
         let now = self.core.clock.now();
         let mut cx = self.core.context(id, now);
-        let (result, stalled) = timed_upcall(id, self.config.stall_threshold, || {
-            upcall(&mut *handler, &mut cx)
-        });
+        let (result, stalled) = timed_upcall(id, &self.config, || upcall(&mut *handler, &mut cx));
         let close = cx.close;
         if stalled {
             self.stats.stalls += 1;
@@ -931,16 +934,34 @@ impl fmt::Debug for Reactor {
     }
 }
 
-/// Runs one upcall under `catch_unwind` and reports it (`tracing::warn`) if it ran longer than
-/// `threshold`: the one stall detector of both event-loop models. Returns the upcall's result
-/// and whether it stalled.
+/// Runs one upcall under `catch_unwind`, inside the interceptor chain, and reports it
+/// (`tracing::warn`) if it ran longer than the stall threshold: the one dispatch path of both
+/// event-loop models. Returns the upcall's result and whether it stalled.
 fn timed_upcall(
     id: HandlerId,
-    threshold: Option<Duration>,
+    config: &Config,
     upcall: impl FnOnce(),
 ) -> (std::thread::Result<()>, bool) {
-    let started = threshold.map(|_| Instant::now());
+    use crate::intercept::{Dispatch, Outcome, Point};
+    let threshold = config.stall_threshold;
+    let chain = &config.interceptors;
+    let dispatch = (!chain.is_empty()).then(|| Dispatch::new(Point::ReactorEvent, id.0.0 as u64));
+    if let Some(d) = &dispatch
+        && let Err(why) = chain.before(d)
+    {
+        tracing::trace!(handler = ?id, %why, "posa reactor: upcall refused by an interceptor");
+        return (Ok(()), false);
+    }
+    let started = (threshold.is_some() || dispatch.is_some()).then(Instant::now);
     let result = catch_unwind(AssertUnwindSafe(upcall));
+    if let (Some(d), Some(started)) = (&dispatch, started) {
+        let outcome = if result.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Panicked
+        };
+        chain.after(d, outcome, started.elapsed());
+    }
     let stalled = match (started, threshold) {
         (Some(started), Some(threshold)) => {
             let took = started.elapsed();
