@@ -23,6 +23,7 @@ pub mod act;
 pub mod active;
 pub mod clock;
 pub mod intercept;
+pub mod load;
 pub mod monitor;
 pub mod net;
 pub mod pool;

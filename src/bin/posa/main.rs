@@ -1,10 +1,15 @@
 //! `posa`: the command-line front of the posa runtime.
 //!
-//! With no subcommand it prints the pattern catalogue: each POSA2 pattern, the module that
-//! implements it, whether it is built yet, and its documentation page.
+//! With no subcommand it runs `posa compare` with its defaults: every echo model under the same
+//! load, side by side. `posa patterns` prints the pattern catalogue.
+
+mod baselines;
+mod compare;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -21,7 +26,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List the patterns, where each lives, and whether it is built yet (the default).
+    /// Which concurrency model for this workload, on this machine? Starts each echo model in
+    /// turn, drives it with the same load, prints them side by side (the default command).
+    Compare(CompareArgs),
+    /// A TCP echo load generator: closed loop, or open loop at a fixed rate (latency from the
+    /// intended send time); checks every byte.
+    Load(LoadArgs),
+    /// List the patterns, where each lives, and whether it is built.
     Patterns {
         /// Show only the patterns that are built.
         #[arg(long)]
@@ -32,6 +43,93 @@ enum Command {
     /// Watch files and directories: report changes and print what is appended to watched
     /// files, like `tail -F` (follows rotation and truncation). Ctrl-C to stop.
     Watch(WatchArgs),
+}
+
+/// The workload, shared by `compare` and `load`.
+#[derive(Debug, Clone, clap::Args)]
+struct Workload {
+    /// Bytes per message.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Connections.
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Messages in flight per connection (closed loop).
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Open loop: offer this many messages a second in all (e.g. `20000`); latency is measured
+    /// from each message's intended send time.
+    #[arg(long, value_name = "MSGS/S", value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+}
+
+impl Workload {
+    fn config(&self, addr: std::net::SocketAddr) -> Result<posa::load::LoadConfig, String> {
+        if self.size == 0 || self.conns == 0 || self.pipeline == 0 {
+            return Err("--size, --conns and --pipeline must be at least 1".into());
+        }
+        if self.conns > 10_000 || self.pipeline > 1024 || self.size > 16 << 20 {
+            return Err("at most 10000 connections, 1024 in flight, 16 MiB messages".into());
+        }
+        Ok(posa::load::LoadConfig {
+            addr,
+            conns: self.conns,
+            size: self.size,
+            duration: seconds("duration", self.duration)?,
+            pipeline: self.pipeline,
+            rate: self.rate,
+        })
+    }
+}
+
+/// `posa compare` flags.
+#[derive(Debug, clap::Args)]
+struct CompareArgs {
+    /// Models to compare, comma-separated (default: all: reactor, reactor-pool,
+    /// leader-followers, half-sync, proactor, thread-per-conn, tokio).
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    #[command(flatten)]
+    workload: Workload,
+    /// Seconds of unmeasured load before each measurement.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Threads for the multi-threaded models.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Where to write results.json and chart.svg.
+    #[arg(long, default_value = "target/posa-compare")]
+    out: std::path::PathBuf,
+    /// Give every connection of the posa models an idle timeout of SECS, re-armed on every
+    /// read: measures the cost of a per-operation timeout on each model (0: none).
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    idle_timeout: f64,
+}
+
+impl CompareArgs {
+    /// What `posa` with no subcommand runs.
+    fn defaults() -> Self {
+        match Cli::try_parse_from(["posa", "compare"]).map(|c| c.command) {
+            Ok(Some(Command::Compare(args))) => args,
+            _ => unreachable!("`posa compare` parses with its defaults"),
+        }
+    }
+}
+
+/// `posa load` flags.
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// The echo server.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    addr: std::net::SocketAddr,
+    #[command(flatten)]
+    workload: Workload,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `posa watch` flags.
@@ -58,9 +156,10 @@ struct EchoArgs {
     /// Threading model: reactor (one thread), reactor-pool (one reactor per thread),
     /// leader-followers (threads take turns on one shared demultiplexer), half-sync (one
     /// reactor does the I/O, a pool of synchronous workers does the work) or proactor
-    /// (initiate an operation, continue on its completion).
+    /// (initiate an operation, continue on its completion); baselines: thread-per-conn,
+    /// tokio.
     #[arg(long, default_value = "reactor")]
-    model: Model,
+    model: String,
     /// Threads for the reactor-pool, leader-followers and proactor models; workers for
     /// half-sync.
     #[arg(long, default_value_t = 2)]
@@ -109,6 +208,21 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
         )
         .with_writer(io::stderr)
         .try_init();
+    if baselines::NAMES.contains(&args.model.as_str()) {
+        let addr = args.addr.to_string();
+        return baselines::run(
+            &args.model,
+            &addr,
+            args.threads,
+            args.max_conns,
+            args.buffer,
+        )
+        .map_err(|e| format!("{}: {e}", args.model));
+    }
+    let model: Model = args
+        .model
+        .parse()
+        .map_err(|e| format!("{e}; baselines: {}", baselines::NAMES.join(", ")))?;
     let idle = seconds("idle-timeout", args.idle_timeout)?;
     let grace = seconds("drain-grace", args.drain_grace)?;
     let every = seconds("metrics", args.metrics)?;
@@ -125,7 +239,7 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
     }
     let config = ServerConfig {
         addr: args.addr,
-        model: args.model,
+        model,
         threads: args.threads,
         max_conns: args.max_conns,
         echo: EchoConfig {
@@ -294,10 +408,81 @@ fn print_patterns(out: &mut impl Write, only_built: bool) -> io::Result<()> {
     )
 }
 
+fn run_compare(args: CompareArgs) -> Result<(), String> {
+    let models = if args.models.is_empty() {
+        compare::all_models()
+    } else {
+        let known = compare::all_models();
+        for m in &args.models {
+            if !known.contains(m) {
+                return Err(format!("unknown model {m:?}; known: {}", known.join(", ")));
+            }
+        }
+        args.models.clone()
+    };
+    let plan = compare::Plan {
+        models,
+        load: args.workload.config(([127, 0, 0, 1], 0).into())?,
+        warmup: seconds("warmup", args.warmup)?,
+        threads: args.threads.max(1),
+        out: args.out.clone(),
+        idle_timeout: Some(seconds("idle-timeout", args.idle_timeout)?).filter(|d| !d.is_zero()),
+    };
+    // Ctrl-C: stop the current measurement and print what was measured so far.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    }
+    eprintln!(
+        "posa compare: {} models, about {:.0} s (posa compare --help for the knobs)",
+        plan.models.len(),
+        plan.models.len() as f64 * (plan.load.duration + plan.warmup).as_secs_f64() * 1.1
+    );
+    let (rows, setup) = compare::run(&plan, &stop).map_err(|e| e.to_string())?;
+    print!("{}", compare::table(&rows, &plan, &setup));
+    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        println!("(stopped early: the rows above are what was measured)");
+    }
+    let (json, chart) =
+        compare::write_out(&plan.out, &rows, &plan, &setup).map_err(|e| e.to_string())?;
+    println!("results: {}  chart: {}", json.display(), chart.display());
+    Ok(())
+}
+
+fn run_load(args: LoadArgs) -> Result<(), String> {
+    let config = args.workload.config(args.addr)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop));
+    let report = posa::load::run(&config, &stop, |_| {})
+        .map_err(|e| format!("cannot load {}: {e}", args.addr))?;
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let fail = |what: &str, e: String| {
+        eprintln!("posa {what}: {e}");
+        ExitCode::FAILURE
+    };
     let only_built = match cli.command {
-        None => false,
+        None => {
+            return match run_compare(CompareArgs::defaults()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail("compare", e),
+            };
+        }
+        Some(Command::Compare(args)) => {
+            return run_compare(args).map_or_else(|e| fail("compare", e), |()| ExitCode::SUCCESS);
+        }
+        Some(Command::Load(args)) => {
+            return run_load(args).map_or_else(|e| fail("load", e), |()| ExitCode::SUCCESS);
+        }
         Some(Command::Patterns { built }) => built,
         Some(Command::Watch(args)) => {
             let result = posa::watch::run_until_signal(
