@@ -389,7 +389,6 @@ impl Server {
     /// Binds and starts the reactors; returns once the acceptor is accepting.
     pub fn start(config: ServerConfig) -> io::Result<Server> {
         let listener = Listener::bind(&config.addr)?;
-        let local_addr = listener.local_addr()?;
         let n = match config.model {
             Model::Reactor => 1,
             Model::ReactorPool => config.threads.max(1),
@@ -397,13 +396,31 @@ impl Server {
             Model::HalfSync => return Self::start_half_sync(config, listener),
             Model::Proactor => return proactor_echo::start(config, listener),
         };
+        let echo_stats = Arc::new(EchoStats::default());
+        let factory = EchoFactory::new(config.echo.clone(), Arc::clone(&echo_stats));
+        Self::start_reactors(&config, listener, n, factory, echo_stats, "posa-reactor")
+    }
+
+    /// `n` reactors on their own threads, the first running the acceptor (which spreads
+    /// connections round-robin when there are several): the reactor, reactor-pool and
+    /// half-sync models, which differ only in the service each connection gets.
+    fn start_reactors<F>(
+        config: &ServerConfig,
+        listener: Listener,
+        n: usize,
+        factory: F,
+        echo_stats: Arc<EchoStats>,
+        name: &str,
+    ) -> io::Result<Server>
+    where
+        F: ServiceFactory + Send + 'static,
+    {
+        let local_addr = listener.local_addr()?;
         let mut reactors = (0..n)
             .map(|_| Reactor::builder().config(config.reactor_config()).build())
             .collect::<io::Result<Vec<_>>>()?;
         let handles: Vec<ReactorHandle> = reactors.iter().map(Reactor::handle).collect();
         let limit = ConnLimit::new(config.max_conns);
-        let echo_stats = Arc::new(EchoStats::default());
-        let factory = EchoFactory::new(config.echo.clone(), Arc::clone(&echo_stats));
         let mut acceptor = Acceptor::new(listener, factory, Arc::clone(&limit))
             .interceptors(config.interceptors.clone());
         if n > 1 {
@@ -419,7 +436,7 @@ impl Server {
             .enumerate()
             .map(|(i, mut reactor)| {
                 std::thread::Builder::new()
-                    .name(format!("posa-reactor-{i}"))
+                    .name(format!("{name}-{i}"))
                     .spawn(move || reactor.run())
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -466,8 +483,6 @@ impl Server {
     fn start_half_sync(config: ServerConfig, listener: Listener) -> io::Result<Server> {
         use crate::net::half_sync::{EchoService, HalfSyncConfig, HalfSyncFactory};
         use crate::pool::{ThreadPool, WhenFull};
-        let local_addr = listener.local_addr()?;
-        let mut reactor = Reactor::builder().config(config.reactor_config()).build()?;
         // The queueing layer: bounded, and it refuses rather than blocks (the reactor must
         // never block); a refused request waits in its connection and is retried.
         let pool = Arc::new(
@@ -478,7 +493,6 @@ impl Server {
                 .when_full(WhenFull::Reject)
                 .build()?,
         );
-        let limit = ConnLimit::new(config.max_conns);
         let echo_stats = Arc::new(EchoStats::default());
         let factory = HalfSyncFactory::new(
             EchoService,
@@ -490,23 +504,8 @@ impl Server {
             },
             Arc::clone(&echo_stats),
         );
-        let acceptor = Acceptor::new(listener, factory, Arc::clone(&limit))
-            .interceptors(config.interceptors.clone());
-        let accept_stats = acceptor.stats();
-        reactor.add(acceptor)?;
-        let handles = vec![reactor.handle()];
-        let thread = std::thread::Builder::new()
-            .name("posa-async-0".to_owned())
-            .spawn(move || reactor.run())?;
-        Ok(Server {
-            local_addr,
-            handles,
-            threads: vec![thread],
-            proactor: None,
-            limit,
-            accept_stats,
-            echo_stats,
-        })
+        // The asynchronous half: one reactor.
+        Self::start_reactors(&config, listener, 1, factory, echo_stats, "posa-async")
     }
 
     /// The address it listens on (the real port if 0 was asked for).
