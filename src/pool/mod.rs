@@ -340,6 +340,8 @@ struct Inner {
     next_id: AtomicU64,
     /// Per slot: when its current job started (ns since `epoch`, plus 1), 0 when idle.
     running: Box<[AtomicU64]>,
+    /// The ordered scheduler looks at time (aging).
+    sched_clock: bool,
     epoch: Instant,
 }
 
@@ -476,6 +478,7 @@ impl Builder {
     /// Starts the first `min_threads` workers.
     pub fn build(self) -> io::Result<ThreadPool> {
         let slots = self.max;
+        let sched_clock = self.scheduler.as_ref().is_some_and(|s| s.uses_time());
         let queue = match self.scheduler {
             Some(scheduler) => Queue::Ordered(Mutex::new(Ordered {
                 scheduler,
@@ -520,6 +523,7 @@ impl Builder {
             chain: self.chain,
             next_id: AtomicU64::new(0),
             running: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            sched_clock,
             epoch: Instant::now(),
         });
         let mut pool = ThreadPool {
@@ -665,6 +669,11 @@ impl Inner {
                 }
             }
             Queue::Ordered(q) => {
+                // Read the clock (if the scheduler needs it) before taking the lock.
+                let enqueued = job
+                    .enqueued
+                    .or_else(|| inner.sched_clock.then(Instant::now))
+                    .unwrap_or(inner.epoch);
                 let mut q = q.lock();
                 let seq = q.next_seq;
                 q.next_seq += 1;
@@ -673,7 +682,7 @@ impl Inner {
                         seq,
                         priority: options.priority,
                         deadline: options.deadline,
-                        enqueued: job.enqueued.unwrap_or_else(Instant::now),
+                        enqueued,
                     },
                     job,
                 });
@@ -725,7 +734,10 @@ impl Inner {
     /// Takes the next job for the worker in `slot`.
     fn find(&self, slot: usize, tick: u32) -> Option<Job> {
         match &self.queue {
-            Queue::Ordered(q) => q.lock().scheduler.pop(Instant::now()).map(|q| q.job),
+            Queue::Ordered(q) => {
+                let now = self.sched_now();
+                q.lock().scheduler.pop(now).map(|q| q.job)
+            }
             Queue::Stealing {
                 injector, stealers, ..
             } => CURRENT.with(|c| {
@@ -750,6 +762,15 @@ impl Inner {
                 }
                 Some(job)
             }),
+        }
+    }
+
+    /// `now` for the ordered scheduler: the clock only if it uses time (read outside its lock).
+    fn sched_now(&self) -> Instant {
+        if self.sched_clock {
+            Instant::now()
+        } else {
+            self.epoch
         }
     }
 
@@ -790,7 +811,10 @@ impl Inner {
     /// Takes any queued job from any thread (shutdown `Now`).
     fn take_any(&self) -> Option<Job> {
         match &self.queue {
-            Queue::Ordered(q) => q.lock().scheduler.pop(Instant::now()).map(|q| q.job),
+            Queue::Ordered(q) => {
+                let now = self.sched_now();
+                q.lock().scheduler.pop(now).map(|q| q.job)
+            }
             Queue::Stealing {
                 injector, stealers, ..
             } => retry(|| injector.steal())

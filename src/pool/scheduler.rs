@@ -16,7 +16,9 @@ pub struct JobMeta {
     pub priority: u8,
     /// Deadline: earlier runs first under [`Deadline`].
     pub deadline: Option<Instant>,
-    /// When it was queued.
+    /// When it was queued (exact when the pool times jobs or the scheduler
+    /// [`uses_time`](Scheduler::uses_time); otherwise the pool's start, to keep the clock out
+    /// of the submit path).
     pub enqueued: Instant,
 }
 
@@ -42,6 +44,11 @@ pub trait Scheduler<J>: Send {
     fn pop(&mut self, now: Instant) -> Option<Queued<J>>;
     /// Jobs queued.
     fn len(&self) -> usize;
+    /// `true` if `pop` looks at `now` or at when jobs were queued (aging). When `false`, the
+    /// pool does not read the clock for it, and never inside its lock.
+    fn uses_time(&self) -> bool {
+        false
+    }
     /// `true` if nothing is queued.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -144,6 +151,10 @@ impl<J: Send> Scheduler<J> for Priority<J> {
 
     fn len(&self) -> usize {
         self.len
+    }
+
+    fn uses_time(&self) -> bool {
+        self.aging.is_some()
     }
 }
 
