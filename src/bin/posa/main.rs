@@ -355,7 +355,7 @@ const PATTERNS: &[Pattern] = &[
         doc: "docs/net.md",
     },
     Pattern {
-        name: "Thread Pool with schedulers (FIFO, LIFO, priority, deadline)",
+        name: "Thread Pool with schedulers (work stealing, FIFO, LIFO, priority, deadline)",
         module: "posa::pool",
         built: true,
         doc: "docs/thread-pool.md",
@@ -379,7 +379,7 @@ const PATTERNS: &[Pattern] = &[
         doc: "docs/proactor.md",
     },
     Pattern {
-        name: "Interceptor (tracing, metrics, rate limit, bulkhead, circuit breaker, deadline, causal)",
+        name: "Interceptor (tracing, metrics, rate limit, bulkhead, breaker, deadline, HLC)",
         module: "posa::intercept",
         built: true,
         doc: "docs/interceptor.md",
