@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use posa::net::Addr;
 use posa::net::echo::{EchoConfig, Model, Server, ServerConfig};
 
+#[path = "common/echo_client.rs"]
+mod echo_client;
+
 fn posa_server(model: Model, idle: Option<Duration>) -> (Server, SocketAddr) {
-    let server = Server::start(ServerConfig {
-        addr: "127.0.0.1:0".parse().expect("addr"),
+    echo_client::start(ServerConfig {
         model,
         threads: 2,
         echo: EchoConfig {
@@ -31,12 +32,6 @@ fn posa_server(model: Model, idle: Option<Duration>) -> (Server, SocketAddr) {
         },
         ..ServerConfig::default()
     })
-    .expect("posa server");
-    let addr = match server.local_addr() {
-        Addr::Tcp(a) => *a,
-        Addr::Unix(_) => unreachable!(),
-    };
-    (server, addr)
 }
 
 /// The baseline: the smallest correct edge-triggered mio echo loop, one thread.

@@ -20,12 +20,19 @@ pub fn server(model: Model, threads: usize) -> (Server, SocketAddr) {
 
 /// Starts a posa echo server on loopback with interceptors.
 pub fn server_with(model: Model, threads: usize, interceptors: Chain) -> (Server, SocketAddr) {
-    let server = Server::start(ServerConfig {
-        addr: "127.0.0.1:0".parse().expect("addr"),
+    start(ServerConfig {
         model,
         threads,
         interceptors,
         ..ServerConfig::default()
+    })
+}
+
+/// Starts a posa echo server with `config` on a free loopback port.
+pub fn start(config: ServerConfig) -> (Server, SocketAddr) {
+    let server = Server::start(ServerConfig {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        ..config
     })
     .expect("posa server");
     let addr = match server.local_addr() {
