@@ -121,8 +121,10 @@ impl<T, E, R> Outcome<T, E, R> {
     }
 }
 
-/// Why a token did not yield a value (see [`Outcome::into_result`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a token did not yield a value (see [`Outcome::into_result`]). `Debug` and
+/// [`std::error::Error`] hold for any residue `R` (it is never printed), so `?` works on every
+/// token's result.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Error<E, R = ()> {
     /// The operation ran and failed with `E`.
     Failed(E),
@@ -142,7 +144,24 @@ impl<E: fmt::Display, R> fmt::Display for Error<E, R> {
     }
 }
 
-impl<E: fmt::Debug + fmt::Display, R: fmt::Debug> std::error::Error for Error<E, R> {}
+impl<E: fmt::Debug, R> fmt::Debug for Error<E, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
+            Error::Cancelled(_) => f.write_str("Cancelled(..)"),
+            Error::Abandoned => f.write_str("Abandoned"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static, R> std::error::Error for Error<E, R> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// A timed wait ran out; the token is handed back unharmed.
 pub struct TimedOut<Tok>(pub Tok);

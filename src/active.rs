@@ -11,7 +11,7 @@
 //!   after every request runs, since only a request can change the servant.
 //! - Bounded: a full activation list blocks [`Proxy::call`] ([`Proxy::try_call`] refuses
 //!   instead, handing the closure back), so callers cannot grow memory without limit.
-//! - A panicking request answers `Err(MethodError::Panicked)`; the servant keeps serving in the
+//! - A panicking request answers `Err(RunError::Panicked)`; the servant keeps serving in the
 //!   state the panicking method left it (write methods so that a panic midway leaves the
 //!   servant valid, or have them restore invariants first).
 //! - [`ActiveObject::shutdown`] stops intake, cancels every pending request (its token sees
@@ -36,72 +36,13 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::act::{self, Completer, Token};
+use crate::error::{Refused, RunError};
 use crate::monitor::{Condition, Monitor};
 use crate::sync::Arc;
 use crate::sync::thread::{self, JoinHandle};
 
-/// Why a method request produced no value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MethodError {
-    /// The method panicked; the payload's message.
-    Panicked(String),
-    /// It waited past its deadline and was not run ([`Deadline`](crate::intercept::ready::Deadline)).
-    DeadlineExceeded,
-    /// An interceptor refused to run it.
-    Rejected(crate::intercept::Rejection),
-}
-
-impl fmt::Display for MethodError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MethodError::Panicked(m) => write!(f, "method panicked: {m}"),
-            MethodError::DeadlineExceeded => f.write_str("method not run: deadline exceeded"),
-            MethodError::Rejected(r) => write!(f, "method not run: {r}"),
-        }
-    }
-}
-
-impl std::error::Error for MethodError {}
-
-/// A call that was not queued; the closure comes back.
-pub enum CallError<F> {
-    /// The activation list is full ([`Proxy::try_call`] only).
-    Full(F),
-    /// The active object has shut down.
-    Closed(F),
-}
-
-impl<F> CallError<F> {
-    /// The closure that was not queued.
-    pub fn into_inner(self) -> F {
-        match self {
-            CallError::Full(f) | CallError::Closed(f) => f,
-        }
-    }
-}
-
-impl<F> fmt::Debug for CallError<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CallError::Full(_) => "Full(..)",
-            CallError::Closed(_) => "Closed(..)",
-        })
-    }
-}
-
-impl<F> fmt::Display for CallError<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CallError::Full(_) => "activation list is full",
-            CallError::Closed(_) => "active object has shut down",
-        })
-    }
-}
-
-impl<F> std::error::Error for CallError<F> {}
-
 /// The token a method request answers through.
-pub type CallToken<T> = Token<T, MethodError>;
+pub type CallToken<T> = Token<T, RunError>;
 
 trait Request<S>: Send {
     /// The guard holds (or panicked: then `run` answers with the panic and skips the method).
@@ -109,7 +50,7 @@ trait Request<S>: Send {
     fn run(self: Box<Self>, servant: &mut S) -> crate::intercept::Outcome;
     fn cancel(self: Box<Self>);
     /// Answers without running (an interceptor refused it).
-    fn refuse(self: Box<Self>, error: MethodError);
+    fn refuse(self: Box<Self>, error: RunError);
     fn abandoned(&self) -> bool;
 }
 
@@ -119,7 +60,7 @@ struct Call<S, F, T> {
     guard: Option<Guard<S>>,
     guard_panic: std::cell::Cell<Option<String>>,
     f: F,
-    completer: Completer<T, MethodError>,
+    completer: Completer<T, RunError>,
 }
 
 impl<S, F, T> Request<S> for Call<S, F, T>
@@ -152,7 +93,7 @@ where
             ..
         } = *self;
         if let Some(msg) = guard_panic.into_inner() {
-            completer.complete(Err(MethodError::Panicked(msg)));
+            completer.complete(Err(RunError::Panicked(msg)));
             return Outcome::Panicked;
         }
         if completer.is_cancelled() {
@@ -160,7 +101,7 @@ where
             return Outcome::Ok;
         }
         let result = catch_unwind(AssertUnwindSafe(|| f(servant)))
-            .map_err(|p| MethodError::Panicked(crate::panic_message(&*p)));
+            .map_err(|p| RunError::Panicked(crate::panic_message(&*p)));
         let outcome = if result.is_ok() {
             Outcome::Ok
         } else {
@@ -170,7 +111,7 @@ where
         outcome
     }
 
-    fn refuse(self: Box<Self>, error: MethodError) {
+    fn refuse(self: Box<Self>, error: RunError) {
         self.completer.complete(Err(error));
     }
 
@@ -227,7 +168,7 @@ impl<S> fmt::Debug for Proxy<S> {
 
 impl<S: Send + 'static> Proxy<S> {
     /// Queues `f`, waiting for room if the activation list is full.
-    pub fn call<F, T>(&self, f: F) -> Result<CallToken<T>, CallError<F>>
+    pub fn call<F, T>(&self, f: F) -> Result<CallToken<T>, Refused<F>>
     where
         F: FnOnce(&mut S) -> T + Send + 'static,
         T: Send + 'static,
@@ -236,7 +177,7 @@ impl<S: Send + 'static> Proxy<S> {
     }
 
     /// Queues `f` to run once `guard` holds for the servant.
-    pub fn call_when<G, F, T>(&self, guard: G, f: F) -> Result<CallToken<T>, CallError<F>>
+    pub fn call_when<G, F, T>(&self, guard: G, f: F) -> Result<CallToken<T>, Refused<F>>
     where
         G: Fn(&S) -> bool + Send + 'static,
         F: FnOnce(&mut S) -> T + Send + 'static,
@@ -251,7 +192,7 @@ impl<S: Send + 'static> Proxy<S> {
         priority: u8,
         guard: Option<Guard<S>>,
         f: F,
-    ) -> Result<CallToken<T>, CallError<F>>
+    ) -> Result<CallToken<T>, Refused<F>>
     where
         F: FnOnce(&mut S) -> T + Send + 'static,
         T: Send + 'static,
@@ -259,8 +200,8 @@ impl<S: Send + 'static> Proxy<S> {
         self.enqueue(priority, guard, f, true)
     }
 
-    /// Queues `f` if there is room now; otherwise hands it back in [`CallError::Full`].
-    pub fn try_call<F, T>(&self, f: F) -> Result<CallToken<T>, CallError<F>>
+    /// Queues `f` if there is room now; otherwise hands it back in [`Refused::Full`].
+    pub fn try_call<F, T>(&self, f: F) -> Result<CallToken<T>, Refused<F>>
     where
         F: FnOnce(&mut S) -> T + Send + 'static,
         T: Send + 'static,
@@ -274,7 +215,7 @@ impl<S: Send + 'static> Proxy<S> {
         guard: Option<Guard<S>>,
         f: F,
         block: bool,
-    ) -> Result<CallToken<T>, CallError<F>>
+    ) -> Result<CallToken<T>, Refused<F>>
     where
         F: FnOnce(&mut S) -> T + Send + 'static,
         T: Send + 'static,
@@ -282,13 +223,13 @@ impl<S: Send + 'static> Proxy<S> {
         let mut list = self.inner.list.lock();
         loop {
             if !list.open {
-                return Err(CallError::Closed(f));
+                return Err(Refused::Closed(f));
             }
             if list.entries.len() < list.capacity {
                 break;
             }
             if !block {
-                return Err(CallError::Full(f));
+                return Err(Refused::Full(f));
             }
             list.wait_on_while(&self.inner.room, |l| {
                 l.open && l.entries.len() >= l.capacity
@@ -352,7 +293,7 @@ impl<S: Send + 'static> ActiveObject<S> {
 
     /// Like [`with_capacity`](Self::with_capacity), with interceptors around every method
     /// request ([`Point::MethodRequest`](crate::intercept::Point)): a refused request answers
-    /// `MethodError::Rejected` (or `DeadlineExceeded`) without running.
+    /// `RunError::Rejected` (or `DeadlineExceeded`) without running.
     pub fn with_interceptors(
         servant: S,
         capacity: usize,
@@ -469,9 +410,9 @@ fn schedule<S>(inner: &Inner<S>, mut servant: S) -> S {
         };
         if let Err(r) = inner.chain.before(&d) {
             request.refuse(if r.reason == crate::intercept::Reason::DeadlineExceeded {
-                MethodError::DeadlineExceeded
+                RunError::DeadlineExceeded
             } else {
-                MethodError::Rejected(r)
+                RunError::Rejected(r)
             });
             continue;
         }
@@ -536,7 +477,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             bad.wait(),
-            Outcome::Completed(Err(MethodError::Panicked("overdrawn".into())))
+            Outcome::Completed(Err(RunError::Panicked("overdrawn".into())))
         );
         assert_eq!(
             p.call(|n: &mut u32| *n).unwrap().wait().into_result(),
@@ -552,7 +493,7 @@ mod tests {
         let never = p.call_when(|_: &u8| false, |_: &mut u8| ()).unwrap();
         assert_eq!(ao.shutdown(), 0);
         assert_eq!(never.wait(), Outcome::Cancelled(()));
-        assert!(matches!(p.call(|_: &mut u8| ()), Err(CallError::Closed(_))));
+        assert!(matches!(p.call(|_: &mut u8| ()), Err(Refused::Closed(_))));
     }
 
     #[test]
@@ -563,7 +504,7 @@ mod tests {
             .call_when(|_: &u8| panic!("bad guard"), |_: &mut u8| 1u8)
             .unwrap();
         assert!(
-            matches!(bad.wait(), Outcome::Completed(Err(MethodError::Panicked(m))) if m.contains("bad guard"))
+            matches!(bad.wait(), Outcome::Completed(Err(RunError::Panicked(m))) if m.contains("bad guard"))
         );
         assert_eq!(
             p.call(|n: &mut u8| *n + 1).unwrap().wait().into_result(),
@@ -589,7 +530,7 @@ mod tests {
         let p = ao.proxy();
         let _blocked = p.call_when(|_: &u8| false, |_: &mut u8| ()).unwrap();
         match p.try_call(|_: &mut u8| 5u8) {
-            Err(CallError::Full(f)) => assert_eq!(f(&mut 0), 5, "the closure comes back"),
+            Err(Refused::Full(f)) => assert_eq!(f(&mut 0), 5, "the closure comes back"),
             other => panic!("expected Full, got {other:?}"),
         }
         drop(ao);

@@ -22,6 +22,7 @@
 pub mod act;
 pub mod active;
 pub mod clock;
+pub mod error;
 pub mod intercept;
 pub mod load;
 pub mod monitor;
@@ -32,6 +33,8 @@ pub mod reactor;
 pub mod sync;
 pub mod tss;
 pub mod watch;
+
+pub use error::{Refused, RunError};
 
 /// The message of a caught panic's payload (`&str` or `String`), for error values and logs.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use posa::act::Outcome;
-use posa::active::{ActiveObject, MethodError};
+use posa::active::ActiveObject;
 use posa::clock::ManualClock;
 use posa::intercept::ready::{
     BreakerState, Bulkhead, Causal, CircuitBreaker, Deadline, Metrics, RateLimit,
@@ -15,8 +15,9 @@ use posa::intercept::ready::{
 use posa::intercept::{Chain, Dispatch, Interceptor, Outcome as Ended, Point, Reason};
 use posa::net::echo::{Model, Server, ServerConfig};
 use posa::net::{Addr, ConnectError, ConnectOptions, connect};
-use posa::pool::{JobError, JobOptions, SubmitError, ThreadPool};
+use posa::pool::{JobOptions, ThreadPool};
 use posa::reactor::Reactor;
+use posa::{Refused, RunError};
 
 fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new())
@@ -53,7 +54,7 @@ fn rate_limit_at_pool_submit_hands_the_job_back_and_refills_with_time() {
     let a = pool.submit(|| 1).unwrap();
     let b = pool.submit(|| 2).unwrap();
     match pool.submit(|| 3) {
-        Err(SubmitError::Rejected(job, r)) => {
+        Err(Refused::Rejected(job, r)) => {
             assert_eq!(r.reason, Reason::RateLimited);
             assert_eq!(job(), 3, "the job comes back");
         }
@@ -61,7 +62,7 @@ fn rate_limit_at_pool_submit_hands_the_job_back_and_refills_with_time() {
     }
     c.advance(Duration::from_secs(1)); // one token back
     let d = pool.submit(|| 4).unwrap();
-    assert!(matches!(pool.submit(|| 5), Err(SubmitError::Rejected(..))));
+    assert!(matches!(pool.submit(|| 5), Err(Refused::Rejected(..))));
     for (t, v) in [(a, 1), (b, 2), (d, 4)] {
         assert_eq!(t.wait().into_result().unwrap(), v);
     }
@@ -104,11 +105,11 @@ fn deadline_refuses_pool_jobs_that_waited_too_long() {
     release.send(()).unwrap();
     assert_eq!(
         late.wait(),
-        Outcome::Completed(Err(JobError::DeadlineExceeded))
+        Outcome::Completed(Err(RunError::DeadlineExceeded))
     );
     assert_eq!(
         with_deadline.wait(),
-        Outcome::Completed(Err(JobError::DeadlineExceeded))
+        Outcome::Completed(Err(RunError::DeadlineExceeded))
     );
 }
 
@@ -148,7 +149,7 @@ fn deadline_refuses_method_requests_that_waited_too_long() {
     busy.wait().into_result().unwrap();
     assert_eq!(
         late.wait(),
-        Outcome::Completed(Err(MethodError::DeadlineExceeded))
+        Outcome::Completed(Err(RunError::DeadlineExceeded))
     );
     assert_eq!(
         ao.shutdown(),
@@ -178,7 +179,7 @@ fn bulkhead_caps_jobs_in_flight_and_gives_places_back() {
     assert_eq!(bulkhead.in_flight(), 1);
     // The second worker is free, but the bulkhead is full.
     match pool.submit(|| ()).unwrap().wait() {
-        Outcome::Completed(Err(JobError::Rejected(r))) => assert_eq!(r.reason, Reason::Overloaded),
+        Outcome::Completed(Err(RunError::Rejected(r))) => assert_eq!(r.reason, Reason::Overloaded),
         other => panic!("expected Overloaded, got {other:?}"),
     }
     release.send(()).unwrap();

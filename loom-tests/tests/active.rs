@@ -2,8 +2,9 @@
 //! a guarded request once another call makes its guard hold.
 #![cfg(posa_loom)]
 
+use posa::Refused;
 use posa::act::Outcome;
-use posa::active::{ActiveObject, CallError};
+use posa::active::ActiveObject;
 use posa::sync::thread;
 
 #[test]
@@ -17,8 +18,8 @@ fn call_racing_shutdown_is_run_cancelled_or_refused() {
                 Outcome::Cancelled(()) => "cancelled",
                 other => panic!("unexpected {other:?}"),
             },
-            Err(CallError::Closed(_)) => "refused",
-            Err(CallError::Full(_)) => unreachable!("capacity 2, blocking call"),
+            Err(Refused::Closed(_)) => "refused",
+            Err(other) => unreachable!("capacity 2, blocking call: {other:?}"),
         });
         assert_eq!(ao.shutdown(), 0);
         let fate = caller.join().unwrap();

@@ -1,7 +1,8 @@
 //! loom models of `posa::monitor`: the bounded queue and condition waits, close included.
 #![cfg(posa_loom)]
 
-use posa::monitor::{BoundedQueue, Condition, Monitor, PutError};
+use posa::Refused;
+use posa::monitor::{BoundedQueue, Condition, Monitor};
 use posa::sync::{Arc, thread};
 
 #[test]
@@ -47,7 +48,7 @@ fn queue_close_vs_put_and_take_loses_nothing() {
         let producer = thread::spawn(move || {
             let mut returned = Vec::new();
             for v in [1, 2] {
-                if let Err(PutError::Closed(v)) = qp.put(v) {
+                if let Err(Refused::Closed(v)) = qp.put(v) {
                     returned.push(v);
                 }
             }

@@ -5,8 +5,9 @@
 //! models cover the pool's protocol around them: `pending`, idle/wake, shutdown.)
 #![cfg(posa_loom)]
 
+use posa::Refused;
 use posa::act::{self, Outcome};
-use posa::pool::{Builder, Fifo, Shutdown, SubmitError, ThreadPool, WhenFull};
+use posa::pool::{Builder, Fifo, Shutdown, ThreadPool, WhenFull};
 use posa::sync::{Arc, thread};
 
 /// One worker over an ordered FIFO queue (the protocol under test does not depend on the
@@ -48,9 +49,8 @@ fn submit_racing_shutdown_now_is_run_cancelled_or_refused() {
                     Outcome::Cancelled(()) => "cancelled",
                     other => panic!("unexpected {other:?}"),
                 },
-                Err(SubmitError::ShutDown(_)) => "refused",
-                Err(SubmitError::Full(_)) => unreachable!("capacity 2"),
-                Err(SubmitError::Rejected(..)) => unreachable!("no interceptors"),
+                Err(Refused::Closed(_)) => "refused",
+                Err(other) => unreachable!("capacity 2, no interceptors: {other:?}"),
             })
         };
         p.close(Shutdown::Now);
@@ -90,8 +90,8 @@ fn ordered_submit_racing_shutdown_now_is_run_cancelled_or_refused() {
             let p = Arc::clone(&p);
             thread::spawn(move || match p.submit(|| 1) {
                 Ok(token) => !matches!(token.wait(), Outcome::Abandoned),
-                Err(SubmitError::ShutDown(_)) => true,
-                Err(SubmitError::Full(_) | SubmitError::Rejected(..)) => false,
+                Err(Refused::Closed(_)) => true,
+                Err(_) => false,
             })
         };
         p.close(Shutdown::Now);

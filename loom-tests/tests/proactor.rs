@@ -3,9 +3,10 @@
 //! cancellation racing its completion, and completions dispatched to a pool.
 #![cfg(posa_loom)]
 
+use posa::Refused;
 use posa::act::{self, Outcome};
 use posa::pool::{Shutdown, ThreadPool};
-use posa::proactor::{Dispatch, OpQueue, Refused};
+use posa::proactor::{Dispatch, OpQueue};
 use posa::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use posa::sync::{Arc, thread};
 

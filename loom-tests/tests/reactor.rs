@@ -5,7 +5,8 @@
 
 use std::io;
 
-use posa::reactor::{Mailbox, Notify, Phase, PostError};
+use posa::Refused;
+use posa::reactor::{Mailbox, Notify, Phase};
 use posa::sync::{Arc, Condvar, Mutex, thread};
 
 /// Stands in for `mio::Poll` + `mio::Waker`: `wait` blocks until `notify` was called.
@@ -100,8 +101,8 @@ fn shutdown_vs_post_each_job_is_run_returned_or_reported() {
             let mb = Arc::clone(&mb);
             thread::spawn(move || match mb.post(7) {
                 Ok(()) => None,
-                Err(PostError::Closed(job)) => Some(job),
-                Err(PostError::Full(_)) => unreachable!("capacity 4"),
+                Err(Refused::Closed(job)) => Some(job),
+                Err(other) => unreachable!("capacity 4: {other:?}"),
             })
         };
         let stopper = {
@@ -125,7 +126,7 @@ fn shutdown_vs_post_each_job_is_run_returned_or_reported() {
             accounted, 1,
             "ran {ran:?}, dropped {dropped:?}, returned {returned:?}"
         );
-        assert!(matches!(mb.post(8), Err(PostError::Closed(8))));
+        assert!(matches!(mb.post(8), Err(Refused::Closed(8))));
     });
 }
 
@@ -141,7 +142,7 @@ fn full_mailbox_hands_the_job_back() {
         let theirs = other.join().unwrap();
         // exactly one fits; the other comes back as Full with its job
         match (mine, theirs) {
-            (Ok(()), Err(PostError::Full(1))) | (Err(PostError::Full(2)), Ok(())) => {}
+            (Ok(()), Err(Refused::Full(1))) | (Err(Refused::Full(2)), Ok(())) => {}
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(mb.len(), 1);

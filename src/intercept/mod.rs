@@ -7,8 +7,8 @@
 //! ([`Point::Connect`]) and the proactor's completions ([`Point::ProactorCompletion`]).
 //!
 //! - `before` may reject with a typed [`Rejection`]: the caller sees it (a pool job's token
-//!   answers `JobError::Rejected` or `JobError::DeadlineExceeded`, a submit returns
-//!   `SubmitError::Rejected` with the job back, a connect fails with `ConnectError::Rejected`, an
+//!   answers `RunError::Rejected` or `RunError::DeadlineExceeded`, a submit returns
+//!   `Refused::Rejected` with the job back, a connect fails with `ConnectError::Rejected`, an
 //!   accepted connection is closed cleanly, a reactor upcall is skipped). Completions cannot be
 //!   refused (that would lose them): there, `before` is advisory.
 //! - `after` sees the [`Outcome`] (ok, error, panicked, rejected) and the duration. When an
@@ -25,7 +25,8 @@
 //! ```
 //! use std::sync::Arc;
 //! use posa::intercept::{Chain, ready::{Bulkhead, Metrics}, Point};
-//! use posa::pool::{JobError, ThreadPool};
+//! use posa::pool::ThreadPool;
+//! use posa::RunError;
 //!
 //! let metrics = Arc::new(Metrics::new());
 //! let chain = Chain::new().with(Bulkhead::new(8)).with_shared(metrics.clone());
@@ -129,50 +130,7 @@ impl Dispatch {
     }
 }
 
-/// Why an interceptor refused a dispatch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reason {
-    /// Over the rate limit.
-    RateLimited,
-    /// Too much in flight (bulkhead).
-    Overloaded,
-    /// The circuit breaker is open.
-    CircuitOpen,
-    /// It waited past its deadline.
-    DeadlineExceeded,
-    /// Anything else, in words.
-    Other(String),
-}
-
-/// A refused dispatch: which interceptor, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// The interceptor's name.
-    pub by: &'static str,
-    /// Why.
-    pub reason: Reason,
-}
-
-impl Rejection {
-    /// A rejection by `by` for `reason`.
-    pub fn new(by: &'static str, reason: Reason) -> Self {
-        Self { by, reason }
-    }
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.reason {
-            Reason::RateLimited => write!(f, "rejected by {}: rate limited", self.by),
-            Reason::Overloaded => write!(f, "rejected by {}: too much in flight", self.by),
-            Reason::CircuitOpen => write!(f, "rejected by {}: circuit open", self.by),
-            Reason::DeadlineExceeded => write!(f, "rejected by {}: deadline exceeded", self.by),
-            Reason::Other(why) => write!(f, "rejected by {}: {why}", self.by),
-        }
-    }
-}
-
-impl std::error::Error for Rejection {}
+pub use crate::error::{Reason, Rejection};
 
 /// How a dispatch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

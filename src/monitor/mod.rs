@@ -55,7 +55,7 @@ mod queue;
 
 pub mod locks;
 
-pub use queue::{BoundedQueue, PutError, TakeError};
+pub use queue::{BoundedQueue, TakeError};
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};

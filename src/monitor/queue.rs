@@ -5,48 +5,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::{Condition, Monitor, deadline_after};
-
-/// Why an item could not be put; the item always comes back.
-#[derive(PartialEq, Eq)]
-pub enum PutError<T> {
-    /// The queue was full (non-blocking put).
-    Full(T),
-    /// The queue stayed full until the deadline.
-    Timeout(T),
-    /// The queue is closed and takes nothing more.
-    Closed(T),
-}
-
-impl<T> PutError<T> {
-    /// The item that was not put.
-    pub fn into_inner(self) -> T {
-        match self {
-            PutError::Full(t) | PutError::Timeout(t) | PutError::Closed(t) => t,
-        }
-    }
-}
-
-impl<T> fmt::Debug for PutError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PutError::Full(_) => "Full(..)",
-            PutError::Timeout(_) => "Timeout(..)",
-            PutError::Closed(_) => "Closed(..)",
-        })
-    }
-}
-
-impl<T> fmt::Display for PutError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PutError::Full(_) => "queue is full",
-            PutError::Timeout(_) => "timed out waiting for room in the queue",
-            PutError::Closed(_) => "queue is closed",
-        })
-    }
-}
-
-impl<T> std::error::Error for PutError<T> {}
+use crate::error::Refused;
 
 /// Why no item could be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,14 +41,15 @@ struct State<T> {
 ///
 /// Memory is bounded: the buffer is allocated once at `capacity` and never grows. After `close`
 /// every waiter wakes; takers drain what remains and then see `None`/[`TakeError::Closed`];
-/// putters get their item back in [`PutError::Closed`].
+/// putters get their item back in [`Refused::Closed`].
 ///
 /// ```
-/// use posa::monitor::{BoundedQueue, PutError};
+/// use posa::Refused;
+/// use posa::monitor::BoundedQueue;
 ///
 /// let q = BoundedQueue::new(1);
 /// q.put("a").unwrap();
-/// assert!(matches!(q.try_put("b"), Err(PutError::Full("b"))));
+/// assert!(matches!(q.try_put("b"), Err(Refused::Full("b"))));
 /// q.close();
 /// assert_eq!(q.take(), Some("a")); // drains what remains
 /// assert_eq!(q.take(), None);
@@ -119,18 +79,18 @@ impl<T> BoundedQueue<T> {
     }
 
     /// Puts `item`, blocking while the queue is full.
-    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+    pub fn put(&self, item: T) -> Result<(), Refused<T>> {
         self.put_until(item, None)
     }
 
     /// Puts `item` if there is room now.
-    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+    pub fn try_put(&self, item: T) -> Result<(), Refused<T>> {
         let mut g = self.monitor.lock();
         if g.closed {
-            return Err(PutError::Closed(item));
+            return Err(Refused::Closed(item));
         }
         if g.items.len() == g.capacity {
-            return Err(PutError::Full(item));
+            return Err(Refused::Full(item));
         }
         g.items.push_back(item);
         drop(g);
@@ -139,21 +99,21 @@ impl<T> BoundedQueue<T> {
     }
 
     /// Puts `item`, waiting at most `timeout` for room.
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), Refused<T>> {
         self.put_until(item, deadline_after(timeout))
     }
 
     /// Puts `item`, waiting until `deadline` at most for room (`None`: no deadline).
-    pub fn put_until(&self, item: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
+    pub fn put_until(&self, item: T, deadline: Option<Instant>) -> Result<(), Refused<T>> {
         let mut g = self.monitor.lock();
         let waited = g.wait_on_while_until(&self.not_full, deadline, |s| {
             !s.closed && s.items.len() == s.capacity
         });
         if g.closed {
-            return Err(PutError::Closed(item));
+            return Err(Refused::Closed(item));
         }
         if waited.is_err() {
-            return Err(PutError::Timeout(item));
+            return Err(Refused::Timeout(item));
         }
         g.items.push_back(item);
         drop(g);
@@ -251,10 +211,10 @@ mod tests {
         let q = BoundedQueue::new(2);
         q.put(1).unwrap();
         q.put(2).unwrap();
-        assert_eq!(q.try_put(3), Err(PutError::Full(3)));
+        assert_eq!(q.try_put(3), Err(Refused::Full(3)));
         assert_eq!(
             q.put_timeout(3, Duration::from_millis(1)),
-            Err(PutError::Timeout(3))
+            Err(Refused::Timeout(3))
         );
         assert_eq!(q.take(), Some(1));
         assert_eq!(q.try_take(), Ok(2));
@@ -272,7 +232,7 @@ mod tests {
         let taker = thread::spawn(move || q2.take());
         q.close();
         assert_eq!(taker.join().unwrap(), None);
-        assert_eq!(q.put(5), Err(PutError::Closed(5)));
+        assert_eq!(q.put(5), Err(Refused::Closed(5)));
         assert_eq!(q.try_take(), Err(TakeError::Closed));
     }
 
@@ -283,7 +243,7 @@ mod tests {
         let q2 = Arc::clone(&q);
         let putter = thread::spawn(move || q2.put(2));
         q.close();
-        assert_eq!(putter.join().unwrap(), Err(PutError::Closed(2)));
+        assert_eq!(putter.join().unwrap(), Err(Refused::Closed(2)));
         assert_eq!(q.take(), Some(1));
         assert_eq!(q.take(), None);
     }

@@ -31,9 +31,10 @@ use std::time::Duration;
 use mio::Interest;
 
 use crate::act::Outcome;
+use crate::error::{Refused, RunError};
 use crate::net::echo::EchoStats;
 use crate::net::{ConnGuard, Peer, ServiceFactory, Stream};
-use crate::pool::{JobError, SubmitError, ThreadPool};
+use crate::pool::ThreadPool;
 use crate::reactor::{CloseReason, Context, EventHandler, HandlerWaker, Readiness, TimerId};
 use crate::sync::{Arc, Mutex};
 
@@ -80,7 +81,7 @@ impl Default for HalfSyncConfig {
 
 const RETRY_FULL: Duration = Duration::from_millis(1);
 
-type Reply = Outcome<Vec<u8>, JobError>;
+type Reply = Outcome<Vec<u8>, RunError>;
 
 /// A request as the pool runs it: the service call, boxed so a refused one can be kept and
 /// queued again as it is.
@@ -139,15 +140,14 @@ impl<S: SyncService> HalfSyncConn<S> {
                 self.in_flight_bytes += len;
                 Ok(())
             }
-            Err(SubmitError::Full(job)) => {
+            Err(Refused::Full(job)) => {
                 self.refused = Some((seq, len, job));
                 if self.retry.is_none() {
                     self.retry = Some(cx.set_timer(RETRY_FULL));
                 }
                 Ok(())
             }
-            Err(SubmitError::ShutDown(_)) => Err(io::Error::other("worker pool shut down")),
-            Err(SubmitError::Rejected(_, why)) => Err(io::Error::other(why)),
+            Err(refused) => Err(io::Error::other(refused.map(drop))),
         }
     }
 

@@ -21,7 +21,8 @@ use crate::intercept::Outcome;
 use crate::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use crate::sync::{Arc, Mutex};
 
-use super::{Inner, Job, JobError, JobOptions, JobToken, Task, stats::Stats};
+use super::{Inner, Job, JobOptions, JobToken, Task, stats::Stats};
+use crate::error::RunError;
 
 const IDLE: u8 = 0;
 const SCHEDULED: u8 = 1;
@@ -31,7 +32,7 @@ const DONE: u8 = 4;
 
 type Slot<T> = Option<(
     Pin<Box<dyn Future<Output = T> + Send>>,
-    Completer<T, JobError>,
+    Completer<T, RunError>,
 )>;
 
 struct FutureTask<T> {
@@ -76,7 +77,7 @@ fn schedule<T: Send + 'static>(task: std::sync::Arc<FutureTask<T>>) {
 
 impl<T> FutureTask<T> {
     /// Takes the future and completer out of the slot; the caller answers the token.
-    fn finish(&self) -> Option<Completer<T, JobError>> {
+    fn finish(&self) -> Option<Completer<T, RunError>> {
         let taken = self.slot.lock().take();
         self.state.store(DONE, SeqCst);
         taken.map(|(future, completer)| {
@@ -150,7 +151,7 @@ impl<T: Send + 'static> Task for PollTask<T> {
                 if let Some(completer) = task.finish() {
                     stats.panicked.incr();
                     let msg = crate::panic_message(&*panic);
-                    completer.complete(Err(JobError::Panicked(msg)));
+                    completer.complete(Err(RunError::Panicked(msg)));
                 }
                 Outcome::Panicked
             }
@@ -175,7 +176,7 @@ impl<T: Send + 'static> Task for PollTask<T> {
         }
     }
 
-    fn refuse(self: Box<Self>, error: JobError) {
+    fn refuse(self: Box<Self>, error: RunError) {
         if let Some(completer) = self.0.finish() {
             completer.complete(Err(error));
         }

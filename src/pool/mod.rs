@@ -34,7 +34,7 @@
 //! - `load` counts queued jobs plus live futures against the capacity; a blocked submitter waits
 //!   for it under the same idle/wake protocol (on the "room" condition).
 //! - A job runs at most once and its token is answered exactly once: `Completed` with the
-//!   value, `Completed(Err(JobError::Panicked))` if it panicked (the worker survives, so the
+//!   value, `Completed(Err(RunError::Panicked))` if it panicked (the worker survives, so the
 //!   pool keeps its size), `Cancelled` if the pool was shut down `Now` before it ran or its token
 //!   asked for cancellation before a worker picked it up.
 //! - Shutdown is graceful (queued jobs still run) or `Now` (queued jobs are cancelled, from every
@@ -70,6 +70,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use crate::act::{self, Completer, Token};
+use crate::error::{Refused, RunError};
 use crate::monitor::{Condition, Monitor};
 use crate::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use crate::sync::dekker_fence;
@@ -84,41 +85,8 @@ use deque::{Injector, Steal, Stealer, Worker};
 /// jobs that keep re-submitting each other.
 pub const GLOBAL_CHECK_INTERVAL: u32 = 61;
 
-/// Why a job produced no value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobError {
-    /// The job panicked; the payload's message.
-    Panicked(String),
-    /// It waited past its deadline and was not run ([`Deadline`](crate::intercept::ready::Deadline)).
-    DeadlineExceeded,
-    /// An interceptor refused to run it.
-    Rejected(crate::intercept::Rejection),
-}
-
-impl JobError {
-    fn from_rejection(r: crate::intercept::Rejection) -> Self {
-        if r.reason == crate::intercept::Reason::DeadlineExceeded {
-            JobError::DeadlineExceeded
-        } else {
-            JobError::Rejected(r)
-        }
-    }
-}
-
-impl fmt::Display for JobError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            JobError::Panicked(msg) => write!(f, "job panicked: {msg}"),
-            JobError::DeadlineExceeded => f.write_str("job not run: deadline exceeded"),
-            JobError::Rejected(r) => write!(f, "job not run: {r}"),
-        }
-    }
-}
-
-impl std::error::Error for JobError {}
-
 /// The token a submitted job answers through.
-pub type JobToken<T> = Token<T, JobError>;
+pub type JobToken<T> = Token<T, RunError>;
 
 /// What a full queue does to a submitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,52 +94,11 @@ pub enum WhenFull {
     /// Wait for room.
     #[default]
     Block,
-    /// Refuse: the job comes back in [`SubmitError::Full`].
+    /// Refuse: the job comes back in [`Refused::Full`].
     Reject,
     /// Run the job on the submitting thread (natural backpressure).
     CallerRuns,
 }
-
-/// A job that was not queued; it comes back unrun.
-pub enum SubmitError<F> {
-    /// The queue was full and the policy is [`WhenFull::Reject`].
-    Full(F),
-    /// The pool is shutting down.
-    ShutDown(F),
-    /// An interceptor refused it at admission (a rate limit, say).
-    Rejected(F, crate::intercept::Rejection),
-}
-
-impl<F> SubmitError<F> {
-    /// The job that was not queued.
-    pub fn into_inner(self) -> F {
-        match self {
-            SubmitError::Full(f) | SubmitError::ShutDown(f) | SubmitError::Rejected(f, _) => f,
-        }
-    }
-}
-
-impl<F> fmt::Debug for SubmitError<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SubmitError::Full(_) => f.write_str("Full(..)"),
-            SubmitError::ShutDown(_) => f.write_str("ShutDown(..)"),
-            SubmitError::Rejected(_, r) => write!(f, "Rejected(.., {r:?})"),
-        }
-    }
-}
-
-impl<F> fmt::Display for SubmitError<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SubmitError::Full(_) => f.write_str("pool queue is full"),
-            SubmitError::ShutDown(_) => f.write_str("pool is shutting down"),
-            SubmitError::Rejected(_, r) => write!(f, "pool refused the job: {r}"),
-        }
-    }
-}
-
-impl<F> std::error::Error for SubmitError<F> {}
 
 /// How to shut a pool down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,13 +142,13 @@ trait Task: Send {
     fn run(self: Box<Self>, stats: &stats::Stats) -> crate::intercept::Outcome;
     fn cancel(self: Box<Self>);
     /// Answers the token with `error` without running (an interceptor refused it).
-    fn refuse(self: Box<Self>, error: JobError);
+    fn refuse(self: Box<Self>, error: RunError);
     fn cancel_requested(&self) -> bool;
 }
 
 struct TaskImpl<F, T> {
     f: F,
-    completer: Completer<T, JobError>,
+    completer: Completer<T, RunError>,
 }
 
 impl<F: FnOnce() -> T + Send, T: Send> Task for TaskImpl<F, T> {
@@ -235,13 +162,13 @@ impl<F: FnOnce() -> T + Send, T: Send> Task for TaskImpl<F, T> {
             }
             Err(p) => {
                 stats.panicked.incr();
-                completer.complete(Err(JobError::Panicked(crate::panic_message(&*p))));
+                completer.complete(Err(RunError::Panicked(crate::panic_message(&*p))));
                 crate::intercept::Outcome::Panicked
             }
         }
     }
 
-    fn refuse(self: Box<Self>, error: JobError) {
+    fn refuse(self: Box<Self>, error: RunError) {
         self.completer.complete(Err(error));
     }
 
@@ -840,7 +767,7 @@ impl Inner {
         if let Some(d) = &dispatch
             && let Err(rejection) = self.chain.before(d)
         {
-            job.task.refuse(JobError::from_rejection(rejection));
+            job.task.refuse(RunError::from_rejection(rejection));
             return;
         }
         let started = (self.stats.timing || dispatch.is_some()).then(Instant::now);
@@ -982,7 +909,7 @@ impl ThreadPool {
     }
 
     /// Submits `f` with default options.
-    pub fn submit<F, T>(&self, f: F) -> Result<JobToken<T>, SubmitError<F>>
+    pub fn submit<F, T>(&self, f: F) -> Result<JobToken<T>, Refused<F>>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -991,11 +918,7 @@ impl ThreadPool {
     }
 
     /// Submits `f` with a priority and/or deadline for the scheduler.
-    pub fn submit_with<F, T>(
-        &self,
-        options: JobOptions,
-        f: F,
-    ) -> Result<JobToken<T>, SubmitError<F>>
+    pub fn submit_with<F, T>(&self, options: JobOptions, f: F) -> Result<JobToken<T>, Refused<F>>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -1005,16 +928,16 @@ impl ThreadPool {
             Ok(d) => d,
             Err(rejection) => {
                 inner.stats.rejected.incr();
-                return Err(SubmitError::Rejected(f, rejection));
+                return Err(Refused::Rejected(f, rejection));
             }
         };
         let on_worker = Inner::current_slot(inner).is_some();
         match inner.reserve(!on_worker) {
             Ok(()) => {}
-            Err(true) => return Err(SubmitError::ShutDown(f)),
+            Err(true) => return Err(Refused::Closed(f)),
             Err(false) if inner.when_full == WhenFull::Reject => {
                 inner.stats.rejected.incr();
-                return Err(SubmitError::Full(f));
+                return Err(Refused::Full(f));
             }
             Err(false) => {
                 // CallerRuns, or a worker of this pool facing a full queue under Block.
@@ -1060,7 +983,7 @@ impl ThreadPool {
     /// assert_eq!(outer.wait().into_result().unwrap(), 21);
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn spawn_future<F>(&self, future: F) -> Result<JobToken<F::Output>, SubmitError<F>>
+    pub fn spawn_future<F>(&self, future: F) -> Result<JobToken<F::Output>, Refused<F>>
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
@@ -1073,7 +996,7 @@ impl ThreadPool {
         &self,
         options: JobOptions,
         future: F,
-    ) -> Result<JobToken<F::Output>, SubmitError<F>>
+    ) -> Result<JobToken<F::Output>, Refused<F>>
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
@@ -1081,10 +1004,10 @@ impl ThreadPool {
         let inner = &self.inner;
         match inner.reserve(Inner::current_slot(inner).is_none()) {
             Ok(()) => {}
-            Err(true) => return Err(SubmitError::ShutDown(future)),
+            Err(true) => return Err(Refused::Closed(future)),
             Err(false) => {
                 inner.stats.rejected.incr();
-                return Err(SubmitError::Full(future));
+                return Err(Refused::Full(future));
             }
         }
         inner.stats.submitted.incr();
@@ -1139,7 +1062,7 @@ impl ThreadPool {
     }
 
     /// Begins shutdown from any thread without waiting: intake stops at once (later submits get
-    /// [`SubmitError::ShutDown`]); with [`Shutdown::Now`] queued jobs are cancelled now. Returns
+    /// [`Refused::Closed`]); with [`Shutdown::Now`] queued jobs are cancelled now. Returns
     /// how many were cancelled. Dropping or [`shutdown`](Self::shutdown) then joins the workers.
     pub fn close(&self, mode: Shutdown) -> usize {
         let inner = &self.inner;
@@ -1291,7 +1214,7 @@ mod tests {
         let bad = pool.submit(|| -> u8 { panic!("job failed") }).unwrap();
         assert_eq!(
             bad.wait(),
-            Outcome::Completed(Err(JobError::Panicked("job failed".into())))
+            Outcome::Completed(Err(RunError::Panicked("job failed".into())))
         );
         assert_eq!(pool.submit(|| 7).unwrap().wait().into_result().unwrap(), 7);
     }
@@ -1305,7 +1228,7 @@ mod tests {
         );
         let queued = pool.submit(|| 1).unwrap();
         match pool.submit(|| 2) {
-            Err(SubmitError::Full(f)) => assert_eq!(f(), 2, "the job comes back"),
+            Err(Refused::Full(f)) => assert_eq!(f(), 2, "the job comes back"),
             other => panic!("expected Full, got {other:?}"),
         }
         gate.send(()).unwrap();
@@ -1362,7 +1285,7 @@ mod tests {
         assert_eq!(inner.ctl.lock().alive, 0, "drop joined every worker");
         let pool = ThreadPool::new(1).unwrap();
         assert_eq!(pool.close(Shutdown::Graceful), 0);
-        assert!(matches!(pool.submit(|| ()), Err(SubmitError::ShutDown(_))));
+        assert!(matches!(pool.submit(|| ()), Err(Refused::Closed(_))));
     }
 
     #[test]
@@ -1522,7 +1445,7 @@ mod tests {
         );
         let ok = pool.submit(|| 1).unwrap();
         let bad = pool.submit(|| -> u8 { panic!("boom") }).unwrap();
-        assert!(matches!(pool.submit(|| 3), Err(SubmitError::Full(_))));
+        assert!(matches!(pool.submit(|| 3), Err(Refused::Full(_))));
         let stalled = pool.running_longer_than(Duration::ZERO);
         assert_eq!(stalled.len(), 1, "the gate job is running: {stalled:?}");
         assert_eq!(stalled[0].worker, 0);
@@ -1553,10 +1476,10 @@ mod tests {
         let failing = pool
             .spawn_future(async { panic!("future failed") })
             .unwrap();
-        let outcome: Outcome<(), JobError> = failing.wait();
+        let outcome: Outcome<(), RunError> = failing.wait();
         assert_eq!(
             outcome,
-            Outcome::Completed(Err(JobError::Panicked("future failed".into())))
+            Outcome::Completed(Err(RunError::Panicked("future failed".into())))
         );
         // Woken after shutdown: cancelled, not lost.
         let (completer, later) = act::pair::<u32, ()>();

@@ -56,7 +56,7 @@
 
 pub mod ops;
 
-pub use ops::{OpQueue, Refused};
+pub use ops::OpQueue;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -70,7 +70,8 @@ use std::time::Duration;
 use mio::Interest;
 
 use crate::act::{self, Completer, Token};
-use crate::net::{Addr, ConnectOptions, Listener, Peer, Stream};
+use crate::error::Refused;
+use crate::net::{Addr, ConnectError, ConnectOptions, Listener, Peer, Stream};
 use crate::pool::ThreadPool;
 use crate::reactor::{
     CloseReason, Context, EventHandler, HandlerWaker, Reactor, ReactorHandle, Readiness,
@@ -121,8 +122,9 @@ type OpCompleter = Completer<Done, OpError, Vec<u8>>;
 /// The token of an accept: the connection, attached to one of the proactor's loops.
 pub type AcceptToken = Token<(Conn, Peer), io::Error>;
 
-/// The token of a connect.
-pub type ConnectToken = Token<Conn, io::Error>;
+/// The token of a connect: the connector's typed error (attempts, timeout, rejection) comes
+/// through unchanged.
+pub type ConnectToken = Token<Conn, ConnectError>;
 
 /// The token of a timer: `Completed(Ok(()))` when it expires.
 pub type TimerToken = Token<(), std::convert::Infallible>;
@@ -390,10 +392,7 @@ impl Conn {
                     _ => Vec::new(),
                 };
                 drop(token);
-                Err(match refused {
-                    Refused::Closed(op) => Refused::Closed(back(op)),
-                    Refused::Full(op) => Refused::Full(back(op)),
-                })
+                Err(refused.map(back))
             }
         }
     }
@@ -1162,7 +1161,11 @@ impl ProactorHandle {
         let added = self.loops.handles[0].add(handler);
         match added.wait().into_result() {
             Ok(_) => Ok(Accepts { shared }),
-            Err(e) => Err(io::Error::other(e.to_string())),
+            // The loop's own error (registration, the handler limit) comes through unchanged.
+            Err(act::Error::Failed(e)) => Err(e),
+            Err(_) => Err(io::Error::other(
+                "the proactor's loop stopped before the listener was attached",
+            )),
         }
     }
 
@@ -1196,10 +1199,11 @@ impl ProactorHandle {
                         let _ = host.add_boxed(Box::new(handler));
                     }) {
                         Ok(()) => Ok(Conn::new(shared)),
-                        Err(_) => Err(io::Error::other("the proactor's loop is busy or stopping")),
+                        Err(_) => Err(ConnectError::Shutdown),
                     }
                 }
-                Err(e) => Err(io::Error::other(e.to_string())),
+                Err(act::Error::Failed(e)) => Err(e),
+                Err(_) => Err(ConnectError::Shutdown),
             };
             c.complete(result);
         });
@@ -1355,7 +1359,7 @@ mod tests {
             match conn.write_all(vec![7u8; 16 * 1024]) {
                 Ok(t) => accepted.push(t),
                 Err(Refused::Full(buf)) => break buf,
-                Err(Refused::Closed(_)) => panic!("closed"),
+                Err(other) => panic!("{other:?}"),
             }
             assert!(accepted.len() < 10_000, "the queue never pushed back");
         };

@@ -20,25 +20,8 @@
 
 use std::collections::VecDeque;
 
+use crate::error::Refused;
 use crate::sync::Mutex;
-
-/// Why an operation was not queued; it comes back.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refused<O> {
-    /// The connection is closed.
-    Closed(O),
-    /// The write queue is at its high-water mark: wait for it to drain (`writable`).
-    Full(O),
-}
-
-impl<O> Refused<O> {
-    /// The operation that was not queued.
-    pub fn into_inner(self) -> O {
-        match self {
-            Refused::Closed(o) | Refused::Full(o) => o,
-        }
-    }
-}
 
 struct State<O, W> {
     ops: VecDeque<O>,

@@ -13,13 +13,14 @@
 //! - The phase (running, draining, stopped) is read and changed under the queue lock. Once the
 //!   loop marks the mailbox stopped and takes what is left (to report it as dropped), no post can
 //!   enter: each job is run, handed back to its poster, or counted as dropped. Never lost.
-//! - The queue is bounded: a full mailbox hands the job back ([`PostError::Full`]) instead of
+//! - The queue is bounded: a full mailbox hands the job back ([`Refused::Full`]) instead of
 //!   growing, so a flood of posts cannot exhaust memory.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 
+use crate::error::Refused;
 use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, Ordering};
 
@@ -45,44 +46,6 @@ pub enum Phase {
     /// The loop has stopped; nothing more will run.
     Stopped,
 }
-
-/// A job could not be posted; it comes back unrun.
-#[derive(PartialEq, Eq)]
-pub enum PostError<J> {
-    /// The mailbox is at its bound; try later or shed load.
-    Full(J),
-    /// The reactor is shutting down or stopped.
-    Closed(J),
-}
-
-impl<J> PostError<J> {
-    /// The job that was not posted.
-    pub fn into_inner(self) -> J {
-        match self {
-            PostError::Full(j) | PostError::Closed(j) => j,
-        }
-    }
-}
-
-impl<J> fmt::Debug for PostError<J> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PostError::Full(_) => "Full(..)",
-            PostError::Closed(_) => "Closed(..)",
-        })
-    }
-}
-
-impl<J> fmt::Display for PostError<J> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PostError::Full(_) => "reactor mailbox is full",
-            PostError::Closed(_) => "reactor is shutting down",
-        })
-    }
-}
-
-impl<J> std::error::Error for PostError<J> {}
 
 struct Queue<J> {
     jobs: VecDeque<J>,
@@ -117,14 +80,14 @@ impl<J, N: Notify> Mailbox<J, N> {
     }
 
     /// Queues `job` for the loop and wakes it if needed.
-    pub fn post(&self, job: J) -> Result<(), PostError<J>> {
+    pub fn post(&self, job: J) -> Result<(), Refused<J>> {
         {
             let mut q = self.queue.lock();
             if q.phase != Phase::Running {
-                return Err(PostError::Closed(job));
+                return Err(Refused::Closed(job));
             }
             if q.jobs.len() >= self.capacity {
-                return Err(PostError::Full(job));
+                return Err(Refused::Full(job));
             }
             q.jobs.push_back(job);
         }
@@ -139,7 +102,7 @@ impl<J, N: Notify> Mailbox<J, N> {
     ///
     /// Bounded without a capacity check: each flag admits one queued job at a time, so these
     /// jobs number at most the flags in use (one per [`HandlerWaker`](super::HandlerWaker)).
-    pub fn post_flagged(&self, flag: &AtomicBool, job: J) -> Result<bool, PostError<J>> {
+    pub fn post_flagged(&self, flag: &AtomicBool, job: J) -> Result<bool, Refused<J>> {
         if flag.swap(true, Ordering::SeqCst) {
             return Ok(false);
         }
@@ -147,7 +110,7 @@ impl<J, N: Notify> Mailbox<J, N> {
             let mut q = self.queue.lock();
             if q.phase == Phase::Stopped {
                 flag.store(false, Ordering::SeqCst);
-                return Err(PostError::Closed(job));
+                return Err(Refused::Closed(job));
             }
             q.wakes.push_back(job);
         }

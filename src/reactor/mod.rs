@@ -55,7 +55,7 @@ mod table;
 pub mod timer;
 
 pub use lf::LeaderFollowers;
-pub use mailbox::{Mailbox, Notify, Phase, PostError};
+pub use mailbox::{Mailbox, Notify, Phase};
 pub use serial::{Finish, SerialCell, Work};
 pub use timer::{MissedTicks, TimerId, TimerQueue};
 
@@ -70,6 +70,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 
 use crate::act::{self, Completer, Token as ActToken};
 use crate::clock::{Clock, SystemClock};
+use crate::error::Refused;
 use crate::panic_message;
 use crate::sync::atomic::AtomicBool;
 use crate::sync::{Arc, Mutex};
@@ -274,7 +275,7 @@ impl ReactorHandle {
     pub fn post(
         &self,
         job: impl FnOnce(&mut dyn Host) + Send + 'static,
-    ) -> Result<(), PostError<Job>> {
+    ) -> Result<(), Refused<Job>> {
         self.shared.mailbox.post(Box::new(job))
     }
 
@@ -353,7 +354,7 @@ pub struct Config {
     pub post_budget: usize,
     /// Timer expiries fired per turn.
     pub timer_budget: usize,
-    /// Jobs the mailbox holds before posting fails with [`PostError::Full`].
+    /// Jobs the mailbox holds before posting fails with [`Refused::Full`].
     pub mailbox_capacity: usize,
     /// Handlers the reactor holds at most; [`Reactor::add`] fails beyond it.
     pub max_handlers: usize,
@@ -1213,7 +1214,7 @@ mod tests {
             ]
         );
         // after stop: posts come back, and a late shutdown still gets the report
-        assert!(matches!(handle.post(|_| {}), Err(PostError::Closed(_))));
+        assert!(matches!(handle.post(|_| {}), Err(Refused::Closed(_))));
         assert_eq!(
             handle.shutdown(Duration::ZERO).wait().into_result(),
             Ok(report)
