@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use posa::net::echo::{EchoConfig, Model, Server, ServerConfig};
+use posa::server::{EchoConfig, Model, Server, ServerConfig};
 
 #[path = "common/echo_client.rs"]
 mod echo_client;

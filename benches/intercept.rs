@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use posa::intercept::ready::{Metrics, Tracing};
 use posa::intercept::{Chain, Interceptor};
-use posa::net::echo::Model;
+use posa::server::Model;
 
 #[path = "common/echo_client.rs"]
 mod echo_client;

@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use posa::net::echo::Model;
+use posa::server::Model;
 
 #[path = "common/echo_client.rs"]
 mod echo_client;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use posa::net::Addr;
-use posa::net::echo::{EchoConfig, Model, Server, ServerConfig};
+use posa::server::{EchoConfig, Model, Server, ServerConfig};
 
 #[derive(Parser)]
 struct Args {

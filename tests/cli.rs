@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use posa::net::Addr;
-use posa::net::echo::{Model, Server, ServerConfig};
+use posa::server::{Model, Server, ServerConfig};
 
 fn posa() -> Command {
     Command::new(env!("CARGO_BIN_EXE_posa"))

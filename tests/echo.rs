@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use posa::net::Addr;
-use posa::net::echo::{EchoConfig, Model, Server, ServerConfig};
+use posa::server::{EchoConfig, Model, Server, ServerConfig};
 
 const SAFETY: Duration = Duration::from_secs(20);
 
@@ -112,7 +112,7 @@ fn many_connections(model: Model) {
         })
         .collect();
     let sent: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
-    let echo = server.echo_stats();
+    let echo = server.conn_stats();
     let accepts = server.accept_stats();
     server.shutdown(Duration::from_secs(5));
     let reports = server.join().unwrap();
@@ -181,7 +181,7 @@ fn bounded_and_graceful(model: Model) {
     let payload = Rng(7).bytes(1 << 20);
     let back = exchange(&mut c, &payload, |s| s.shutdown(Shutdown::Write).unwrap());
     assert!(back == payload);
-    let echo = server.echo_stats();
+    let echo = server.conn_stats();
     server.shutdown(Duration::from_secs(5));
     let reports = server.join().unwrap();
     assert!(echo.max_buffered.load(Ordering::Relaxed) <= EchoConfig::default().buffer);
@@ -202,7 +202,7 @@ fn abrupt_reset_mid_stream_closes_that_connection_only() {
         s.shutdown(Shutdown::Write).unwrap()
     });
     assert_eq!(back, b"still serving");
-    let echo = server.echo_stats();
+    let echo = server.conn_stats();
     server.shutdown(Duration::from_secs(5));
     server.join().unwrap();
     assert_eq!(echo.closed.sum(), 2);
@@ -248,7 +248,7 @@ fn never_reading_client(model: Model) {
         blocked > 0,
         "server kept reading {written} bytes from a peer that never reads"
     );
-    let echo = server.echo_stats();
+    let echo = server.conn_stats();
     server.shutdown(Duration::from_millis(50)); // it cannot flush: the peer never reads
     let reports = server.join().unwrap();
     let max = echo.max_buffered.load(Ordering::Relaxed);
@@ -296,7 +296,7 @@ fn idle_closed(model: Model) {
         .read_to_end(&mut back)
         .expect("server closes the idle connection");
     assert_eq!(back, b"x");
-    let echo = server.echo_stats();
+    let echo = server.conn_stats();
     server.shutdown(Duration::from_secs(1));
     server.join().unwrap();
     assert_eq!(echo.idle_closed.sum(), 1);

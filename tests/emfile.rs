@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use posa::net::Addr;
-use posa::net::echo::{Model, Server, ServerConfig};
+use posa::server::{Model, Server, ServerConfig};
 
 const CHILD_ENV: &str = "POSA_EMFILE_CHILD";
 const SAFETY: Duration = Duration::from_secs(30);

@@ -13,10 +13,10 @@ use posa::intercept::ready::{
     BreakerState, Bulkhead, Causal, CircuitBreaker, Deadline, Metrics, RateLimit,
 };
 use posa::intercept::{Chain, Dispatch, Interceptor, Outcome as Ended, Point, Reason};
-use posa::net::echo::{Model, Server, ServerConfig};
 use posa::net::{Addr, ConnectError, ConnectOptions, connect};
 use posa::pool::{JobOptions, ThreadPool};
 use posa::reactor::Reactor;
+use posa::server::{Model, Server, ServerConfig};
 use posa::{Refused, RunError};
 
 fn clock() -> Arc<ManualClock> {

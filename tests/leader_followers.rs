@@ -6,9 +6,9 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use posa::net::echo::{EchoConfig, EchoFactory, EchoStats};
-use posa::net::{Acceptor, Addr, ConnLimit, Listener};
+use posa::net::{Acceptor, Addr, ConnLimit, ConnStats, Listener};
 use posa::reactor::LeaderFollowers;
+use posa::server::{EchoConfig, EchoFactory};
 
 #[test]
 fn budget_limited_acceptor_is_rerun_while_another_thread_leads() {
@@ -16,7 +16,7 @@ fn budget_limited_acceptor_is_rerun_while_another_thread_leads() {
     let Addr::Tcp(addr) = listener.local_addr().unwrap() else {
         unreachable!()
     };
-    let stats = Arc::new(EchoStats::default());
+    let stats = Arc::new(ConnStats::default());
     let factory = EchoFactory::new(EchoConfig::default(), Arc::clone(&stats));
     // One accept per dispatch: every further accept is re-run work.
     let acceptor = Acceptor::new(listener, factory, ConnLimit::new(100)).budget(1);

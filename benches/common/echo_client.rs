@@ -11,7 +11,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use posa::intercept::Chain;
 use posa::net::Addr;
-use posa::net::echo::{Model, Server, ServerConfig};
+use posa::server::{Model, Server, ServerConfig};
 
 /// Starts a posa echo server on loopback.
 pub fn server(model: Model, threads: usize) -> (Server, SocketAddr) {

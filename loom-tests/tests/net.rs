@@ -11,8 +11,8 @@ fn racing_acquires_never_exceed_the_limit() {
         let limit = ConnLimit::new(1);
         let l2 = limit.clone();
         // the thread hands its guard back, so both guards are alive at the same time
-        let other = thread::spawn(move || ConnLimit::try_acquire(&l2));
-        let mine = ConnLimit::try_acquire(&limit);
+        let other = thread::spawn(move || l2.try_acquire());
+        let mine = limit.try_acquire();
         let theirs = other.join().unwrap();
         assert_eq!(
             usize::from(mine.is_some()) + usize::from(theirs.is_some()),
@@ -28,13 +28,13 @@ fn racing_acquires_never_exceed_the_limit() {
 fn release_vs_acquire_frees_the_place() {
     loom::model(|| {
         let limit = ConnLimit::new(1);
-        let held = ConnLimit::try_acquire(&limit).unwrap();
+        let held = limit.try_acquire().unwrap();
         let releaser = thread::spawn(move || drop(held));
-        let got = ConnLimit::try_acquire(&limit);
+        let got = limit.try_acquire();
         releaser.join().unwrap();
         if got.is_none() {
             // it raced ahead of the release; now the place must be free
-            assert!(ConnLimit::try_acquire(&limit).is_some());
+            assert!(limit.try_acquire().is_some());
         }
     });
 }

@@ -67,7 +67,7 @@ pub struct Acceptor<F> {
     listener: Listener,
     factory: F,
     placement: Placement,
-    limit: Arc<ConnLimit>,
+    limit: ConnLimit,
     stats: Arc<AcceptStats>,
     reserve: Option<File>,
     paused: Option<TimerId>,
@@ -80,7 +80,7 @@ pub struct Acceptor<F> {
 
 impl<F: ServiceFactory> Acceptor<F> {
     /// An acceptor on `listener` making handlers with `factory`, capped by `limit`.
-    pub fn new(listener: Listener, factory: F, limit: Arc<ConnLimit>) -> Self {
+    pub fn new(listener: Listener, factory: F, limit: ConnLimit) -> Self {
         Self {
             listener,
             factory,
@@ -226,7 +226,7 @@ impl<F: ServiceFactory> EventHandler for Acceptor<F> {
                         drop(stream); // an orderly close, like the connection limit's
                         continue;
                     }
-                    match ConnLimit::try_acquire(&self.limit) {
+                    match self.limit.try_acquire() {
                         Some(guard) => self.activate(stream, peer, guard, cx),
                         None => {
                             self.stats.rejected_limit.fetch_add(1, Ordering::Relaxed);

@@ -8,15 +8,16 @@
 //! - [`connect`] / [`connect_from`] are the Connector: a non-blocking connect completed on
 //!   writable + `SO_ERROR`, with a per-attempt timeout and bounded retries (exponential backoff,
 //!   full jitter, retryable errors only), answered through an [`act`](crate::act) token.
-//! - [`echo`] is the service of the echo server: bounded buffering with backpressure, half-close,
-//!   idle timeout, graceful drain.
+//! - [`ConnLimit`] caps the connections open at once; [`ConnStats`] is what a connection
+//!   service counts.
+//!
+//! The services that run on these connections, and the server that puts them on a threading
+//! model, live above this layer, in [`crate::server`] and [`crate::half_sync`].
 //!
 //! Addresses are `host:port` (`127.0.0.1:7000`, `[::1]:7000`) or `unix:/path`.
 
 mod acceptor;
 mod connector;
-pub mod echo;
-pub mod half_sync;
 
 pub use acceptor::{AcceptStats, Acceptor, Placement, ServiceFactory};
 pub use connector::{ConnectError, ConnectOptions, ConnectToken, connect, connect_from};
@@ -273,31 +274,40 @@ pub(crate) fn write_from(stream: &mut Stream, buf: &[u8], sent: &mut usize) -> i
     Ok(progress)
 }
 
-/// A cap on concurrent connections, shared by every acceptor and reactor of a server.
-#[derive(Debug)]
+/// A cap on concurrent connections, shared by every acceptor and reactor of a server. Clones
+/// share the cap.
+#[derive(Debug, Clone)]
 pub struct ConnLimit {
+    inner: Arc<LimitInner>,
+}
+
+#[derive(Debug)]
+struct LimitInner {
     max: usize,
     open: AtomicUsize,
 }
 
 impl ConnLimit {
     /// At most `max` connections open at once.
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max,
-            open: AtomicUsize::new(0),
-        })
+    pub fn new(max: usize) -> Self {
+        Self {
+            inner: Arc::new(LimitInner {
+                max,
+                open: AtomicUsize::new(0),
+            }),
+        }
     }
 
-    /// Takes a place if one is free; the guard gives it back when dropped.
-    /// (An associated function: loom's `Arc` cannot be a method receiver.)
-    pub fn try_acquire(this: &Arc<Self>) -> Option<ConnGuard> {
-        let mut open = this.open.load(Ordering::Acquire);
+    /// Takes a place if one is free; the guard gives it back when dropped. One compare-and-swap
+    /// decides, so racing callers can never take more places than the cap.
+    pub fn try_acquire(&self) -> Option<ConnGuard> {
+        let inner = &self.inner;
+        let mut open = inner.open.load(Ordering::Acquire);
         loop {
-            if open >= this.max {
+            if open >= inner.max {
                 return None;
             }
-            match this.open.compare_exchange_weak(
+            match inner.open.compare_exchange_weak(
                 open,
                 open + 1,
                 Ordering::AcqRel,
@@ -305,7 +315,7 @@ impl ConnLimit {
             ) {
                 Ok(_) => {
                     return Some(ConnGuard {
-                        limit: Arc::clone(this),
+                        limit: self.clone(),
                     });
                 }
                 Err(seen) => open = seen,
@@ -315,25 +325,43 @@ impl ConnLimit {
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
+        self.inner.open.load(Ordering::Acquire)
     }
 
     /// The cap.
     pub fn max(&self) -> usize {
-        self.max
+        self.inner.max
     }
 }
 
 /// One place under a [`ConnLimit`]; released on drop.
 #[derive(Debug)]
 pub struct ConnGuard {
-    limit: Arc<ConnLimit>,
+    limit: ConnLimit,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.limit.open.fetch_sub(1, Ordering::AcqRel);
+        self.limit.inner.open.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// What a connection service counts, across all its connections and threads (the echo
+/// service on every model, half-sync connections). The per-event counts are per-thread
+/// [`Counter`](crate::tss::Counter)s: a read on one loop thread never contends with a read on
+/// another (a shared atomic here would bounce one cache line between all of them).
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    /// Bytes read (and so served or owed).
+    pub bytes: crate::tss::Counter,
+    /// The most bytes any connection held at once.
+    pub max_buffered: AtomicUsize,
+    /// Connections closed by the idle timeout.
+    pub idle_closed: crate::tss::Counter,
+    /// Connections closed because of an I/O error (resets included).
+    pub errors: crate::tss::Counter,
+    /// Connections closed.
+    pub closed: crate::tss::Counter,
 }
 
 #[cfg(test)]

@@ -64,18 +64,17 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mio::Interest;
+use crate::reactor::Interest;
 
 use crate::act::{self, Completer, Token};
 use crate::error::Refused;
 use crate::net::{Addr, ConnectError, ConnectOptions, Listener, Peer, Stream};
 use crate::pool::ThreadPool;
 use crate::reactor::{
-    CloseReason, Context, EventHandler, HandlerWaker, Reactor, ReactorHandle, Readiness,
-    ShutdownReport, TimerId,
+    CloseReason, Context, EventHandler, HandlerWaker, Reactor, ReactorGroup, ReactorHandle,
+    Readiness, ShutdownReport, TimerId,
 };
 use crate::sync::atomic::{AtomicUsize, Ordering};
 
@@ -1069,18 +1068,9 @@ impl Builder {
             high_water: self.high_water,
             low_water: self.low_water,
         });
-        let threads = reactors
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut reactor)| {
-                std::thread::Builder::new()
-                    .name(format!("posa-proactor-{i}"))
-                    .spawn(move || reactor.run())
-            })
-            .collect::<io::Result<Vec<_>>>()?;
         Ok(Proactor {
             handle: ProactorHandle { loops },
-            threads: crate::sync::Mutex::new(threads),
+            group: ReactorGroup::spawn(reactors, "posa-proactor")?,
         })
     }
 }
@@ -1090,7 +1080,8 @@ impl Builder {
 /// (`Deref`), which can be cloned and sent to any thread.
 pub struct Proactor {
     handle: ProactorHandle,
-    threads: crate::sync::Mutex<Vec<JoinHandle<io::Result<ShutdownReport>>>>,
+    /// The loop threads; dropping the group shuts them down (no grace) and joins them.
+    group: ReactorGroup,
 }
 
 impl std::ops::Deref for Proactor {
@@ -1133,14 +1124,7 @@ impl Proactor {
     /// Waits for every loop to stop (after [`shutdown`](ProactorHandle::shutdown)); returns
     /// their reports.
     pub fn join(&self) -> io::Result<Vec<ShutdownReport>> {
-        let threads = std::mem::take(&mut *self.threads.lock());
-        threads
-            .into_iter()
-            .map(|t| {
-                t.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("proactor loop panicked")))
-            })
-            .collect()
+        self.group.join()
     }
 }
 
@@ -1275,20 +1259,6 @@ impl ProactorHandle {
     pub fn shutdown(&self, grace: Duration) {
         for h in &self.loops.handles {
             drop(h.shutdown(grace));
-        }
-    }
-}
-
-impl Drop for Proactor {
-    /// Shuts the loops down (no grace) and joins them, unless [`join`](Self::join) did.
-    fn drop(&mut self) {
-        let threads = std::mem::take(&mut *self.threads.lock());
-        if threads.is_empty() {
-            return;
-        }
-        self.shutdown(Duration::ZERO);
-        for t in threads {
-            let _ = t.join();
         }
     }
 }

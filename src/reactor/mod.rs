@@ -48,14 +48,19 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod group;
 mod lf;
 mod mailbox;
 pub mod serial;
 mod table;
 pub mod timer;
 
+pub use group::ReactorGroup;
 pub use lf::LeaderFollowers;
 pub use mailbox::{Mailbox, Notify, Phase};
+/// Readiness interests a handler registers for (mio's, re-exported so handlers need no mio
+/// dependency of their own).
+pub use mio::Interest;
 pub use serial::{Finish, SerialCell, Work};
 pub use timer::{MissedTicks, TimerId, TimerQueue};
 
@@ -66,7 +71,7 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Poll, Registry, Token};
 
 use crate::act::{self, Completer, Token as ActToken};
 use crate::clock::{Clock, SystemClock};

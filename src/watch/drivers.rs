@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mio::Interest;
+use crate::reactor::Interest;
 use mio::unix::SourceFd;
 
 use super::{CHUNK, Sink, Step, Watcher, read_chunk};

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use posa::net::Addr;
-use posa::net::echo::{EchoConfig, Model, Server, ServerConfig};
+use posa::server::{EchoConfig, Model, Server, ServerConfig};
 
 /// POSA2 concurrency patterns as a small, measured, loom-verified runtime.
 #[derive(Debug, Parser)]
@@ -259,7 +259,7 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
         server.local_addr(),
         server.handles().len()
     );
-    let (accepts, echo) = (server.accept_stats(), server.echo_stats());
+    let (accepts, echo) = (server.accept_stats(), server.conn_stats());
     // The periodic report: a thread that wakes every `every` until the server has stopped.
     let (stop_report, stopped) = std::sync::mpsc::channel::<()>();
     let reporter = metrics.map(|m| {
@@ -368,7 +368,7 @@ const PATTERNS: &[Pattern] = &[
     },
     Pattern {
         name: "Half-Sync/Half-Async",
-        module: "posa::net::half_sync",
+        module: "posa::half_sync",
         built: true,
         doc: "docs/half-sync.md",
     },

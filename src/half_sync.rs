@@ -28,12 +28,11 @@ use std::net::Shutdown;
 
 use std::time::Duration;
 
-use mio::Interest;
+use crate::reactor::Interest;
 
 use crate::act::Outcome;
 use crate::error::{Refused, RunError};
-use crate::net::echo::EchoStats;
-use crate::net::{ConnGuard, Peer, ServiceFactory, Stream};
+use crate::net::{ConnGuard, ConnStats, Peer, ServiceFactory, Stream};
 use crate::pool::ThreadPool;
 use crate::reactor::{CloseReason, Context, EventHandler, HandlerWaker, Readiness, TimerId};
 use crate::sync::{Arc, Mutex};
@@ -43,16 +42,6 @@ use crate::sync::{Arc, Mutex};
 pub trait SyncService: Send + Sync + 'static {
     /// The reply to `request`.
     fn call(&self, request: Vec<u8>) -> Vec<u8>;
-}
-
-/// Echo as a synchronous service: the reply is the request.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EchoService;
-
-impl SyncService for EchoService {
-    fn call(&self, request: Vec<u8>) -> Vec<u8> {
-        request
-    }
 }
 
 /// Settings of a half-sync connection.
@@ -108,7 +97,7 @@ pub struct HalfSyncConn<S> {
     read_closed: bool,
     draining: bool,
     idle: Option<(Duration, TimerId)>,
-    stats: Arc<EchoStats>,
+    stats: Arc<ConnStats>,
     _guard: ConnGuard,
 }
 
@@ -314,7 +303,7 @@ pub struct HalfSyncFactory<S> {
     service: Arc<S>,
     pool: Arc<ThreadPool>,
     config: HalfSyncConfig,
-    stats: Arc<EchoStats>,
+    stats: Arc<ConnStats>,
 }
 
 impl<S> HalfSyncFactory<S> {
@@ -323,7 +312,7 @@ impl<S> HalfSyncFactory<S> {
         service: S,
         pool: Arc<ThreadPool>,
         config: HalfSyncConfig,
-        stats: Arc<EchoStats>,
+        stats: Arc<ConnStats>,
     ) -> Self {
         Self {
             service: Arc::new(service),

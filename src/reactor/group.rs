@@ -1,0 +1,84 @@
+//! A group of reactors, each on a thread of its own: the one way posa starts, shuts down and
+//! joins several event loops (the reactor-per-thread server, the proactor's loops).
+//!
+//! # Invariants
+//! - Every thread the group spawned is joined exactly once: by [`ReactorGroup::join`], or by
+//!   `Drop` (after a shutdown with no grace) when nobody joined.
+//! - A spawn that fails part-way shuts down and joins the loops already started, so an error
+//!   leaves no thread behind.
+
+use std::io;
+use std::time::Duration;
+
+use super::{Reactor, ReactorHandle, ShutdownReport};
+use crate::sync::Mutex;
+use crate::sync::thread::{self, JoinHandle};
+
+/// Reactors running on their own threads. See the [module docs](self).
+pub struct ReactorGroup {
+    handles: Vec<ReactorHandle>,
+    threads: Mutex<Vec<JoinHandle<io::Result<ShutdownReport>>>>,
+}
+
+impl ReactorGroup {
+    /// Runs each reactor on a thread named `{name}-{i}`.
+    pub fn spawn(reactors: Vec<Reactor>, name: &str) -> io::Result<Self> {
+        let handles: Vec<ReactorHandle> = reactors.iter().map(Reactor::handle).collect();
+        let group = ReactorGroup {
+            handles,
+            threads: Mutex::new(Vec::with_capacity(reactors.len())),
+        };
+        for (i, mut reactor) in reactors.into_iter().enumerate() {
+            let thread = thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || reactor.run())?; // on error, Drop joins the ones started
+            group.threads.lock().push(thread);
+        }
+        Ok(group)
+    }
+
+    /// Handles to the loops, in the order they were given.
+    pub fn handles(&self) -> &[ReactorHandle] {
+        &self.handles
+    }
+
+    /// Starts a graceful shutdown of every loop (see [`ReactorHandle::shutdown`]); returns at
+    /// once.
+    pub fn shutdown(&self, grace: Duration) {
+        for h in &self.handles {
+            drop(h.shutdown(grace));
+        }
+    }
+
+    /// Waits for every loop to stop; returns their reports in order. A second call returns an
+    /// empty list.
+    pub fn join(&self) -> io::Result<Vec<ShutdownReport>> {
+        let threads = std::mem::take(&mut *self.threads.lock());
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("reactor thread panicked")))
+            })
+            .collect()
+    }
+}
+
+impl Drop for ReactorGroup {
+    /// Shuts the loops down with no grace and joins them, unless [`join`](Self::join) did.
+    fn drop(&mut self) {
+        if self.threads.lock().is_empty() {
+            return;
+        }
+        self.shutdown(Duration::ZERO);
+        let _ = self.join();
+    }
+}
+
+impl std::fmt::Debug for ReactorGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReactorGroup")
+            .field("loops", &self.handles.len())
+            .finish()
+    }
+}

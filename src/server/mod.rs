@@ -1,0 +1,449 @@
+//! Servers: the wiring that puts a service on a threading model. This module implements no
+//! pattern of its own; it sits above every pattern it wires (reactor, Leader/Followers,
+//! Half-Sync/Half-Async, proactor, Acceptor-Connector) and nothing below imports it.
+//!
+//! [`Server::start`] binds, starts the [`Model`] the caller chose, and serves echo on it:
+//!
+//! | model | threads | what serves a connection |
+//! |---|---|---|
+//! | [`Model::Reactor`] | one reactor | [`Echo`], an event handler |
+//! | [`Model::ReactorPool`] | a reactor per thread, connections handed out round-robin | [`Echo`] |
+//! | [`Model::LeaderFollowers`] | threads taking turns on one demultiplexer | [`Echo`] |
+//! | [`Model::HalfSync`] | one reactor for I/O, a pool of workers for the service | [`EchoService`] in a [`HalfSyncConn`](crate::half_sync::HalfSyncConn) |
+//! | [`Model::Proactor`] | the proactor's loops | completion handlers (`proactor_echo.rs`) |
+//!
+//! Signals ([`Server::shutdown_on_signals`]), the connection limit, the idle timeout, the drain
+//! and the shutdown reports come with every model.
+//!
+//! ```
+//! use posa::net::Addr;
+//! use posa::server::{Model, Server, ServerConfig};
+//! use std::io::{Read, Write};
+//! use std::time::Duration;
+//!
+//! let server = Server::start(ServerConfig {
+//!     addr: "127.0.0.1:0".parse::<Addr>()?,
+//!     model: Model::ReactorPool,
+//!     ..ServerConfig::default()
+//! })?;
+//! let Addr::Tcp(addr) = *server.local_addr() else { unreachable!() };
+//! let mut client = std::net::TcpStream::connect(addr)?;
+//! client.write_all(b"ping")?;
+//! let mut reply = [0u8; 4];
+//! client.read_exact(&mut reply)?;
+//! assert_eq!(&reply, b"ping");
+//! drop(client);
+//! server.shutdown(Duration::from_secs(1));
+//! server.join()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod echo;
+mod proactor_echo;
+
+pub use echo::{Echo, EchoConfig, EchoFactory, EchoService};
+
+use std::fmt;
+use std::io::{self, Read};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::clock::SystemClock;
+use crate::net::{
+    AcceptStats, Acceptor, Addr, ConnLimit, ConnStats, Listener, Placement, ServiceFactory,
+};
+use crate::proactor::Proactor;
+use crate::reactor::{
+    CloseReason, Context, EventHandler, Interest, LeaderFollowers, Reactor, ReactorGroup,
+    ReactorHandle, Readiness, ShutdownReport,
+};
+use crate::sync::thread::{self, JoinHandle};
+use crate::sync::{Arc, Mutex};
+
+/// How the server spreads work over threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// One reactor on one thread.
+    Reactor,
+    /// One reactor per thread; the acceptor hands connections out round-robin.
+    ReactorPool,
+    /// Threads take turns waiting on one shared demultiplexer (Leader/Followers).
+    LeaderFollowers,
+    /// One reactor does the I/O and queues each read to a pool of `threads` synchronous
+    /// workers; replies come back through the reactor in order (Half-Sync/Half-Async).
+    HalfSync,
+    /// Proactor (emulated on `threads` reactors): the service initiates a read, on its
+    /// completion a write, on that completion the next read.
+    Proactor,
+}
+
+/// A model name that is not one of the known models.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownModel(String);
+
+impl fmt::Display for UnknownModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown model {:?}: expected reactor, reactor-pool, leader-followers, half-sync or proactor",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownModel {}
+
+impl FromStr for Model {
+    type Err = UnknownModel;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reactor" => Ok(Model::Reactor),
+            "reactor-pool" => Ok(Model::ReactorPool),
+            "leader-followers" => Ok(Model::LeaderFollowers),
+            "half-sync" => Ok(Model::HalfSync),
+            "proactor" => Ok(Model::Proactor),
+            other => Err(UnknownModel(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Model::Reactor => "reactor",
+            Model::ReactorPool => "reactor-pool",
+            Model::LeaderFollowers => "leader-followers",
+            Model::HalfSync => "half-sync",
+            Model::Proactor => "proactor",
+        })
+    }
+}
+
+/// Everything `posa echo-server` takes.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub addr: Addr,
+    /// Threading model.
+    pub model: Model,
+    /// Reactor threads for the pool model (ignored by `reactor`).
+    pub threads: usize,
+    /// Connections open at once, at most.
+    pub max_conns: usize,
+    /// The service's settings.
+    pub echo: EchoConfig,
+    /// Reactor budgets and thresholds.
+    pub reactor: crate::reactor::Config,
+    /// Interceptors at every accepted connection and every reactor upcall (rate limits,
+    /// metrics, tracing...). Default: none.
+    pub interceptors: crate::intercept::Chain,
+}
+
+impl ServerConfig {
+    /// The reactor settings with the server's interceptors added.
+    fn reactor_config(&self) -> crate::reactor::Config {
+        let mut c = self.reactor.clone();
+        if c.interceptors.is_empty() {
+            c.interceptors = self.interceptors.clone();
+        }
+        c
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: Addr::Tcp(([127, 0, 0, 1], 7000).into()),
+            model: Model::Reactor,
+            threads: 2,
+            max_conns: 10_000,
+            echo: EchoConfig::default(),
+            reactor: crate::reactor::Config::default(),
+            interceptors: crate::intercept::Chain::new(),
+        }
+    }
+}
+
+/// What runs a server's connections, by model.
+enum Run {
+    /// The reactor, reactor-pool and half-sync models.
+    Reactors(ReactorGroup),
+    /// Leader/Followers: one thread runs the group (it spawns the followers).
+    LeaderFollowers {
+        handle: ReactorHandle,
+        thread: Mutex<Option<JoinHandle<io::Result<ShutdownReport>>>>,
+    },
+    /// The proactor model (its threads are the proactor's).
+    Proactor(Proactor),
+}
+
+/// A running server. Dropping it without [`Server::join`] shuts it down at once (no grace)
+/// and joins its threads.
+pub struct Server {
+    local_addr: Addr,
+    run: Run,
+    limit: ConnLimit,
+    accept_stats: Arc<AcceptStats>,
+    conn_stats: Arc<ConnStats>,
+}
+
+impl Server {
+    /// Binds and starts the chosen model; returns once the acceptor is accepting.
+    pub fn start(config: ServerConfig) -> io::Result<Server> {
+        let listener = Listener::bind(&config.addr)?;
+        let n = match config.model {
+            Model::Reactor => 1,
+            Model::ReactorPool => config.threads.max(1),
+            Model::LeaderFollowers => return Self::start_leader_followers(config, listener),
+            Model::HalfSync => return Self::start_half_sync(config, listener),
+            Model::Proactor => return proactor_echo::start(config, listener),
+        };
+        let stats = Arc::new(ConnStats::default());
+        let factory = EchoFactory::new(config.echo.clone(), Arc::clone(&stats));
+        Self::start_reactors(&config, listener, n, factory, stats, "posa-reactor")
+    }
+
+    /// `n` reactors on their own threads, the first running the acceptor (which spreads
+    /// connections round-robin when there are several): the reactor, reactor-pool and
+    /// half-sync models, which differ only in the service each connection gets.
+    fn start_reactors<F>(
+        config: &ServerConfig,
+        listener: Listener,
+        n: usize,
+        factory: F,
+        conn_stats: Arc<ConnStats>,
+        name: &str,
+    ) -> io::Result<Server>
+    where
+        F: ServiceFactory + Send + 'static,
+    {
+        let local_addr = listener.local_addr()?;
+        let mut reactors = (0..n)
+            .map(|_| Reactor::builder().config(config.reactor_config()).build())
+            .collect::<io::Result<Vec<_>>>()?;
+        let handles: Vec<ReactorHandle> = reactors.iter().map(Reactor::handle).collect();
+        let limit = ConnLimit::new(config.max_conns);
+        let mut acceptor = Acceptor::new(listener, factory, limit.clone())
+            .interceptors(config.interceptors.clone());
+        if n > 1 {
+            acceptor = acceptor.placement(Placement::RoundRobin {
+                reactors: handles,
+                own: 0,
+            });
+        }
+        let accept_stats = acceptor.stats();
+        reactors[0].add(acceptor)?;
+        Ok(Server {
+            local_addr,
+            run: Run::Reactors(ReactorGroup::spawn(reactors, name)?),
+            limit,
+            accept_stats,
+            conn_stats,
+        })
+    }
+
+    fn start_leader_followers(config: ServerConfig, listener: Listener) -> io::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let lf = LeaderFollowers::with_config(
+            config.threads,
+            config.reactor_config(),
+            std::sync::Arc::new(SystemClock),
+        )?;
+        let limit = ConnLimit::new(config.max_conns);
+        let conn_stats = Arc::new(ConnStats::default());
+        let factory = EchoFactory::new(config.echo.clone(), Arc::clone(&conn_stats));
+        let acceptor = Acceptor::new(listener, factory, limit.clone())
+            .interceptors(config.interceptors.clone());
+        let accept_stats = acceptor.stats();
+        lf.add(acceptor)?;
+        let handle = lf.handle();
+        let thread = thread::Builder::new()
+            .name("posa-lf-0".to_owned())
+            .spawn(move || lf.run())?;
+        Ok(Server {
+            local_addr,
+            run: Run::LeaderFollowers {
+                handle,
+                thread: Mutex::new(Some(thread)),
+            },
+            limit,
+            accept_stats,
+            conn_stats,
+        })
+    }
+
+    fn start_half_sync(config: ServerConfig, listener: Listener) -> io::Result<Server> {
+        use crate::half_sync::{HalfSyncConfig, HalfSyncFactory};
+        use crate::pool::{ThreadPool, WhenFull};
+        // The queueing layer: bounded, and it refuses rather than blocks (the reactor must
+        // never block); a refused request waits in its connection and is retried.
+        let pool = Arc::new(
+            ThreadPool::builder()
+                .name("posa-sync")
+                .threads(config.threads.max(1))
+                .capacity(4096)
+                .when_full(WhenFull::Reject)
+                .build()?,
+        );
+        let conn_stats = Arc::new(ConnStats::default());
+        let factory = HalfSyncFactory::new(
+            EchoService,
+            pool,
+            HalfSyncConfig {
+                buffer: config.echo.buffer,
+                idle_timeout: config.echo.idle_timeout,
+                ..HalfSyncConfig::default()
+            },
+            Arc::clone(&conn_stats),
+        );
+        // The asynchronous half: one reactor.
+        Self::start_reactors(&config, listener, 1, factory, conn_stats, "posa-async")
+    }
+
+    /// The address it listens on (the real port if 0 was asked for).
+    pub fn local_addr(&self) -> &Addr {
+        &self.local_addr
+    }
+
+    /// Handles to its event loops (the first runs the acceptor).
+    pub fn handles(&self) -> &[ReactorHandle] {
+        match &self.run {
+            Run::Reactors(group) => group.handles(),
+            Run::LeaderFollowers { handle, .. } => std::slice::from_ref(handle),
+            Run::Proactor(proactor) => proactor.handles(),
+        }
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.limit.open()
+    }
+
+    /// The acceptor's counters (shared: they stay readable after [`join`](Self::join)).
+    pub fn accept_stats(&self) -> Arc<AcceptStats> {
+        Arc::clone(&self.accept_stats)
+    }
+
+    /// The service's counters (shared: they stay readable after [`join`](Self::join)).
+    pub fn conn_stats(&self) -> Arc<ConnStats> {
+        Arc::clone(&self.conn_stats)
+    }
+
+    /// Closes the server on SIGINT or SIGTERM: each signal starts a drain of `grace`.
+    pub fn shutdown_on_signals(&self, grace: Duration) -> io::Result<()> {
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let read = mio::net::UnixStream::from_std(read);
+        let mut ids = Vec::new();
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            ids.push(signal_hook::low_level::pipe::register(
+                sig,
+                write.try_clone()?,
+            )?);
+        }
+        let signals = SignalHandler {
+            read,
+            ids,
+            handles: self.handles().to_vec(),
+            grace,
+        };
+        match self.handles()[0].add(signals).wait().into_result() {
+            Ok(_) => Ok(()),
+            Err(crate::act::Error::Failed(e)) => Err(e),
+            Err(_) => Err(io::Error::other(
+                "the server stopped before signals were installed",
+            )),
+        }
+    }
+
+    /// Starts a graceful shutdown of every loop: intake stops, connections drain for up to
+    /// `grace`, the rest are closed. Returns at once; [`join`](Self::join) waits.
+    pub fn shutdown(&self, grace: Duration) {
+        for h in self.handles() {
+            drop(h.shutdown(grace));
+        }
+    }
+
+    /// Waits for every loop to stop; returns their reports (first: the acceptor's).
+    pub fn join(self) -> io::Result<Vec<ShutdownReport>> {
+        match &self.run {
+            Run::Reactors(group) => group.join(),
+            Run::LeaderFollowers { thread, .. } => Self::join_lf(thread),
+            Run::Proactor(proactor) => proactor.join(),
+        }
+    }
+
+    fn join_lf(
+        thread: &Mutex<Option<JoinHandle<io::Result<ShutdownReport>>>>,
+    ) -> io::Result<Vec<ShutdownReport>> {
+        let Some(t) = thread.lock().take() else {
+            return Ok(Vec::new());
+        };
+        match t.join() {
+            Ok(report) => Ok(vec![report?]),
+            Err(_) => Err(io::Error::other("leader/followers thread panicked")),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The reactor group and the proactor shut down and join on their own drop.
+        if let Run::LeaderFollowers { handle, thread } = &self.run
+            && thread.lock().is_some()
+        {
+            drop(handle.shutdown(Duration::ZERO));
+            let _ = Self::join_lf(thread);
+        }
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("loops", &self.handles().len())
+            .field("open_connections", &self.open_connections())
+            .finish()
+    }
+}
+
+/// Turns SIGINT/SIGTERM (written to a socket by signal-hook's handler) into a shutdown.
+struct SignalHandler {
+    read: mio::net::UnixStream,
+    ids: Vec<signal_hook::SigId>,
+    handles: Vec<ReactorHandle>,
+    grace: Duration,
+}
+
+impl EventHandler for SignalHandler {
+    fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        cx.register(&mut self.read, Interest::READABLE)
+    }
+
+    fn ready(&mut self, _: Readiness, _: &mut Context<'_>) {
+        let mut buf = [0u8; 64];
+        let mut got = false;
+        loop {
+            match self.read.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => got = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break, // WouldBlock: drained
+            }
+        }
+        if got {
+            tracing::info!(grace = ?self.grace, "posa: signal received; shutting down");
+            for h in &self.handles {
+                drop(h.shutdown(self.grace));
+            }
+        }
+    }
+
+    fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}

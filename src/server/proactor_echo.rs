@@ -1,0 +1,179 @@
+//! The echo service written the way a proactor user writes it: initiate a read; on its
+//! completion, a write; on that completion, the next read. Accepts likewise: each completed
+//! accept initiates the next.
+use crate::sync::atomic::Ordering;
+use std::io;
+use std::time::Duration;
+
+use super::{Run, Server, ServerConfig};
+use crate::act::Outcome;
+use crate::net::{AcceptStats, ConnGuard, ConnLimit, ConnStats, Listener};
+use crate::proactor::{Accepts, Conn, Done, Proactor, ProactorHandle};
+use crate::sync::Arc;
+
+/// What every connection's callbacks share.
+struct Service {
+    accepts: Accepts,
+    proactor: ProactorHandle,
+    limit: ConnLimit,
+    stats: Arc<ConnStats>,
+    accept_stats: Arc<AcceptStats>,
+    chunk: usize,
+    idle: Option<Duration>,
+    chain: crate::intercept::Chain,
+}
+
+/// One connection; dropped (and counted closed) when its last operation has answered.
+struct Echo {
+    conn: Conn,
+    service: Arc<Service>,
+    _guard: ConnGuard,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.conn.close();
+        self.service.stats.closed.incr();
+    }
+}
+
+pub(super) fn start(config: ServerConfig, listener: Listener) -> io::Result<Server> {
+    let local_addr = listener.local_addr()?;
+    let proactor = Proactor::builder()
+        .threads(config.threads.max(1))
+        .reactor(config.reactor_config())
+        .build()?;
+    let accepts = proactor.listen(listener)?;
+    let limit = ConnLimit::new(config.max_conns);
+    let stats = Arc::new(ConnStats::default());
+    let accept_stats = Arc::new(AcceptStats::default());
+    let service = Arc::new(Service {
+        accepts,
+        proactor: proactor.handle(),
+        limit: limit.clone(),
+        stats: Arc::clone(&stats),
+        accept_stats: Arc::clone(&accept_stats),
+        chunk: config.echo.buffer.clamp(1, 64 * 1024),
+        idle: config.echo.idle_timeout,
+        chain: config.interceptors.clone(),
+    });
+    accept_next(service);
+    Ok(Server {
+        local_addr,
+        run: Run::Proactor(proactor),
+        limit,
+        accept_stats,
+        conn_stats: stats,
+    })
+}
+
+/// Initiate an accept; on its completion, start the connection and initiate the next.
+fn accept_next(service: Arc<Service>) {
+    let token = service.accepts.accept();
+    token.on_complete(move |outcome| match outcome {
+        Outcome::Completed(Ok((conn, peer))) => {
+            if !admitted(&service, peer) {
+                service
+                    .accept_stats
+                    .rejected_intercept
+                    .fetch_add(1, Ordering::Relaxed);
+                conn.close();
+                accept_next(service);
+                return;
+            }
+            match service.limit.try_acquire() {
+                Some(guard) => {
+                    service
+                        .accept_stats
+                        .accepted
+                        .fetch_add(1, Ordering::Relaxed);
+                    let buf = vec![0; service.chunk];
+                    let echo = Arc::new(Echo {
+                        conn,
+                        service: Arc::clone(&service),
+                        _guard: guard,
+                    });
+                    read_next(echo, buf);
+                }
+                None => {
+                    service
+                        .accept_stats
+                        .rejected_limit
+                        .fetch_add(1, Ordering::Relaxed);
+                    conn.close();
+                }
+            }
+            accept_next(service);
+        }
+        Outcome::Completed(Err(e)) => {
+            // EMFILE and friends: back off instead of spinning on a readable listener.
+            tracing::warn!(error = %e, "proactor echo: accept failed; retrying in 10 ms");
+            service
+                .accept_stats
+                .exhausted_accepts
+                .fetch_add(1, Ordering::Relaxed);
+            let retry = Arc::clone(&service);
+            service
+                .proactor
+                .timer(Duration::from_millis(10))
+                .on_complete(move |o| {
+                    if o.is_completed() {
+                        accept_next(retry);
+                    }
+                });
+        }
+        _ => {} // cancelled: the proactor is shutting down
+    });
+}
+
+/// The interceptors' verdict on an accepted connection.
+fn admitted(service: &Service, peer: crate::net::Peer) -> bool {
+    use crate::intercept::{Dispatch, Outcome, Point};
+    if service.chain.is_empty() {
+        return true;
+    }
+    let mut d = Dispatch::new(Point::Accept, 0);
+    if let crate::net::Peer::Tcp(a) = peer {
+        d.peer = Some(a);
+    }
+    let ok = service.chain.before(&d).is_ok();
+    if ok {
+        service.chain.after(&d, Outcome::Ok, Duration::ZERO);
+    }
+    ok
+}
+
+/// Initiate a read; on its completion, write what came, and on that, read again.
+fn read_next(echo: Arc<Echo>, buf: Vec<u8>) {
+    let token = match echo.service.idle {
+        Some(idle) => echo.conn.read_some_timeout(buf, idle),
+        None => echo.conn.read_some(buf),
+    };
+    token.on_complete(move |outcome| match outcome {
+        Outcome::Completed(Ok(Done { n: 0, .. })) => finish(echo),
+        Outcome::Completed(Ok(Done { buf, n })) => {
+            let stats = &echo.service.stats;
+            stats.bytes.add(n as u64);
+            stats.max_buffered.fetch_max(n, Ordering::Relaxed);
+            match echo.conn.write_all_prefix(buf, n) {
+                Ok(written) => written.on_complete(move |o| match o {
+                    Outcome::Completed(Ok(Done { buf, .. })) => read_next(echo, buf),
+                    Outcome::Cancelled(_) | Outcome::CancelledAfterEffect(_) => {}
+                    _ => echo.service.stats.errors.incr(),
+                }),
+                Err(_) => echo.service.stats.errors.incr(),
+            }
+        }
+        Outcome::Completed(Err(e)) if e.error.kind() == io::ErrorKind::TimedOut => {
+            echo.service.stats.idle_closed.incr();
+        }
+        // Drain (shutdown): stop reading, let the writes go, close our side in order.
+        Outcome::Cancelled(_) | Outcome::CancelledAfterEffect(_) => finish(echo),
+        _ => echo.service.stats.errors.incr(),
+    });
+}
+
+/// Shut down writing after the queued writes, then close.
+fn finish(echo: Arc<Echo>) {
+    echo.conn.shutdown_write().on_complete(move |_| drop(echo));
+}
