@@ -21,7 +21,8 @@ use crate::intercept::Outcome;
 use crate::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use crate::sync::{Arc, Mutex};
 
-use super::{Inner, Job, JobOptions, JobToken, Task, stats::Stats};
+use super::job::Task;
+use super::{Inner, Job, JobOptions, JobToken, stats::Stats};
 use crate::error::RunError;
 
 const IDLE: u8 = 0;

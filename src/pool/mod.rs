@@ -55,30 +55,37 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod builder;
 mod deque;
 mod future;
+mod job;
+mod queue;
 pub mod scheduler;
+mod shutdown;
 mod stats;
+mod submit;
+mod worker;
 
+pub use builder::Builder;
+pub use job::Job;
 pub use scheduler::{Deadline, Fifo, JobMeta, Lifo, Priority, Queued, Scheduler};
 pub use stats::{Latency, PoolStats, Running};
 
-use std::cell::RefCell;
 use std::fmt;
 use std::io;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use crate::act::{self, Completer, Token};
+use crate::act::{self, Token};
 use crate::error::{Refused, RunError};
 use crate::monitor::{Condition, Monitor};
+use crate::sync::Arc;
 use crate::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use crate::sync::dekker_fence;
-use crate::sync::thread::{self, JoinHandle};
-use crate::sync::{Arc, Mutex};
+use crate::sync::thread::JoinHandle;
 use crossbeam_utils::CachePadded;
 
-use deque::{Injector, Steal, Stealer, Worker};
+use job::{Task, TaskImpl};
+use queue::Queue;
+use worker::CURRENT;
 
 /// A work-stealing worker looks at the shared injector before its own deque once every this
 /// many jobs (Go's and tokio's choice), the bound on how long work from outside can wait behind
@@ -135,91 +142,9 @@ impl JobOptions {
         }
     }
 }
-
-trait Task: Send {
-    /// Runs the task; counts it in `stats` *before* answering its token, so whoever waits on
-    /// the token sees the count.
-    fn run(self: Box<Self>, stats: &stats::Stats) -> crate::intercept::Outcome;
-    fn cancel(self: Box<Self>);
-    /// Answers the token with `error` without running (an interceptor refused it).
-    fn refuse(self: Box<Self>, error: RunError);
-    fn cancel_requested(&self) -> bool;
-}
-
-struct TaskImpl<F, T> {
-    f: F,
-    completer: Completer<T, RunError>,
-}
-
-impl<F: FnOnce() -> T + Send, T: Send> Task for TaskImpl<F, T> {
-    fn run(self: Box<Self>, stats: &stats::Stats) -> crate::intercept::Outcome {
-        let TaskImpl { f, completer } = *self;
-        match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(value) => {
-                stats.completed.incr();
-                completer.complete(Ok(value));
-                crate::intercept::Outcome::Ok
-            }
-            Err(p) => {
-                stats.panicked.incr();
-                completer.complete(Err(RunError::Panicked(crate::panic_message(&*p))));
-                crate::intercept::Outcome::Panicked
-            }
-        }
-    }
-
-    fn refuse(self: Box<Self>, error: RunError) {
-        self.completer.complete(Err(error));
-    }
-
-    fn cancel(self: Box<Self>) {
-        self.completer.cancel(());
-    }
-
-    fn cancel_requested(&self) -> bool {
-        self.completer.is_cancelled()
-    }
-}
-
-/// A queued job, opaque: what a [`Scheduler`] of this pool holds.
-pub struct Job {
-    task: Box<dyn Task>,
-    /// When it was queued (for the queue-wait histogram), if the pool times jobs.
-    enqueued: Option<Instant>,
-    /// A closure job holds one unit of `load` until it is taken off the queue; a future's
-    /// runnable does not (the future holds one for its whole life).
-    holds_load: bool,
-    /// What interceptors see (only filled in when the pool has a chain).
-    dispatch: Option<Box<crate::intercept::Dispatch>>,
-}
-
-impl fmt::Debug for Job {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Job")
-    }
-}
-
 const RUNNING: u8 = 0;
 const DRAINING: u8 = 1;
 const STOPPING: u8 = 2;
-
-// One per pool, built once and never moved: the injector's padding costs nothing here.
-#[allow(clippy::large_enum_variant)]
-enum Queue {
-    Stealing {
-        injector: Injector<Job>,
-        stealers: Box<[Stealer<Job>]>,
-        /// Each slot's own deque while no thread holds it.
-        locals: Box<[Mutex<Option<Worker<Job>>>]>,
-    },
-    Ordered(Mutex<Ordered>),
-}
-
-struct Ordered {
-    scheduler: Box<dyn Scheduler<Job>>,
-    next_seq: u64,
-}
-
 struct Ctl {
     alive: usize,
     /// Worker slots no thread holds.
@@ -272,203 +197,6 @@ struct Inner {
     epoch: Instant,
 }
 
-/// The worker this thread is, if it is one.
-struct Current {
-    pool: usize,
-    slot: usize,
-    local: Option<Worker<Job>>,
-}
-
-#[cfg(not(posa_loom))]
-std::thread_local! {
-    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
-}
-
-#[cfg(posa_loom)]
-loom::thread_local! {
-    static CURRENT: RefCell<Option<Current>> = RefCell::new(None);
-}
-
-/// Configures a [`ThreadPool`].
-pub struct Builder {
-    name: String,
-    min: usize,
-    max: usize,
-    keep_alive: Duration,
-    capacity: usize,
-    when_full: WhenFull,
-    scheduler: Option<Box<dyn Scheduler<Job>>>,
-    timing: bool,
-    stall: Option<Duration>,
-    chain: crate::intercept::Chain,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self {
-            name: "posa-pool".to_owned(),
-            min: n,
-            max: n,
-            keep_alive: Duration::from_secs(10),
-            capacity: 1024,
-            when_full: WhenFull::Block,
-            scheduler: None,
-            timing: true,
-            stall: None,
-            chain: crate::intercept::Chain::new(),
-        }
-    }
-}
-
-impl Builder {
-    /// Thread name prefix (default `posa-pool`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// A fixed number of workers (at least 1; default: available parallelism).
-    pub fn threads(mut self, threads: usize) -> Self {
-        self.min = threads.max(1);
-        self.max = self.min;
-        self
-    }
-
-    /// Workers kept even when idle (default: the fixed size). May be 0.
-    pub fn min_threads(mut self, min: usize) -> Self {
-        self.min = min;
-        self.max = self.max.max(min).max(1);
-        self
-    }
-
-    /// Workers at most: the pool starts one more when a job is queued and no worker is idle,
-    /// up to this many (at least 1).
-    pub fn max_threads(mut self, max: usize) -> Self {
-        self.max = max.max(1);
-        self.min = self.min.min(self.max);
-        self
-    }
-
-    /// How long a worker above `min_threads` may stay idle before it exits (default 10 s).
-    pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
-        self.keep_alive = keep_alive;
-        self
-    }
-
-    /// Jobs queued at most (at least 1; default 1024). Live futures count too.
-    pub fn capacity(mut self, capacity: usize) -> Self {
-        self.capacity = capacity.max(1);
-        self
-    }
-
-    /// What a full queue does (default [`WhenFull::Block`]).
-    pub fn when_full(mut self, when_full: WhenFull) -> Self {
-        self.when_full = when_full;
-        self
-    }
-
-    /// Work-stealing FIFO (the default): see the [module docs](self).
-    pub fn work_stealing(mut self) -> Self {
-        self.scheduler = None;
-        self
-    }
-
-    /// An ordered scheduling strategy shared by all workers: [`Fifo`], [`Lifo`], [`Priority`],
-    /// [`Deadline`] or your own.
-    pub fn scheduler(mut self, scheduler: impl Scheduler<Job> + 'static) -> Self {
-        self.scheduler = Some(Box::new(scheduler));
-        self
-    }
-
-    /// Record queue-wait and run-time histograms and track running jobs for
-    /// [`ThreadPool::running_longer_than`] (default on; two clock reads per job).
-    pub fn timing(mut self, timing: bool) -> Self {
-        self.timing = timing;
-        self
-    }
-
-    /// Log (`tracing::warn`) and count every job that ran longer than `threshold`
-    /// (default: off). Needs [`timing`](Self::timing).
-    pub fn stall_threshold(mut self, threshold: Duration) -> Self {
-        self.stall = Some(threshold);
-        self
-    }
-
-    /// Interceptors around admission ([`Point::PoolSubmit`](crate::intercept::Point)) and
-    /// every job run ([`Point::PoolJob`](crate::intercept::Point)); default: none.
-    pub fn interceptors(mut self, chain: crate::intercept::Chain) -> Self {
-        self.chain = chain;
-        self
-    }
-
-    /// Starts the first `min_threads` workers.
-    pub fn build(self) -> io::Result<ThreadPool> {
-        let slots = self.max;
-        let sched_clock = self.scheduler.as_ref().is_some_and(|s| s.uses_time());
-        let queue = match self.scheduler {
-            Some(scheduler) => Queue::Ordered(Mutex::new(Ordered {
-                scheduler,
-                next_seq: 0,
-            })),
-            None => {
-                let locals: Vec<Worker<Job>> = (0..slots).map(|_| Worker::new_fifo()).collect();
-                Queue::Stealing {
-                    injector: Injector::new(),
-                    stealers: locals.iter().map(Worker::stealer).collect(),
-                    locals: locals.into_iter().map(|w| Mutex::new(Some(w))).collect(),
-                }
-            }
-        };
-        let inner = Arc::new(Inner {
-            queue,
-            name: self.name,
-            capacity: self.capacity,
-            when_full: self.when_full,
-            min: self.min,
-            max: self.max,
-            keep_alive: self.keep_alive,
-            stall: self.stall.filter(|_| self.timing),
-            hot: CachePadded::new(Hot {
-                load: AtomicUsize::new(0),
-                pushes: AtomicUsize::new(0),
-            }),
-            quiet: CachePadded::new(Quiet {
-                phase: AtomicU8::new(RUNNING),
-                idle: AtomicUsize::new(0),
-                blocked: AtomicUsize::new(0),
-            }),
-            ctl: Monitor::new(Ctl {
-                alive: 0,
-                free: (0..slots).rev().collect(),
-                handles: (0..slots).map(|_| None).collect(),
-            }),
-            work: Condition::new(),
-            room: Condition::new(),
-            exited: Condition::new(),
-            stats: stats::Stats::new(self.timing),
-            chain: self.chain,
-            next_id: AtomicU64::new(0),
-            running: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-            sched_clock,
-            epoch: Instant::now(),
-        });
-        let mut pool = ThreadPool {
-            inner,
-            stopped: false,
-        };
-        for _ in 0..self.min {
-            let mut ctl = pool.inner.ctl.lock();
-            if let Err(e) = Inner::start_worker(&pool.inner, &mut ctl) {
-                drop(ctl);
-                pool.stop(Shutdown::Now); // do not leave the started workers behind
-                return Err(e);
-            }
-        }
-        Ok(pool)
-    }
-}
-
 impl Inner {
     fn id(inner: &Arc<Inner>) -> usize {
         Arc::as_ptr(inner) as usize
@@ -483,411 +211,6 @@ impl Inner {
         let id = Inner::id(inner);
         CURRENT.with(|c| c.borrow().as_ref().filter(|c| c.pool == id).map(|c| c.slot))
     }
-
-    /// Starts a worker in a free slot (under the control lock).
-    fn start_worker(inner: &Arc<Inner>, ctl: &mut Ctl) -> io::Result<()> {
-        let Some(slot) = ctl.free.pop() else {
-            return Ok(());
-        };
-        // The slot's previous thread has left its loop (it freed the slot): reap it.
-        if let Some(old) = ctl.handles[slot].take() {
-            let _ = old.join();
-        }
-        let inner2 = Arc::clone(inner);
-        let spawned = thread::Builder::new()
-            .name(format!("{}-{slot}", inner.name))
-            .spawn(move || worker_main(inner2, slot));
-        match spawned {
-            Ok(handle) => {
-                ctl.handles[slot] = Some(handle);
-                ctl.alive += 1;
-                Ok(())
-            }
-            Err(e) => {
-                ctl.free.push(slot);
-                Err(e)
-            }
-        }
-    }
-
-    /// Takes a unit of capacity for a new job, blocking per policy. `Err(true)`: shut down;
-    /// `Err(false)`: full.
-    fn reserve(&self, may_block: bool) -> Result<(), bool> {
-        loop {
-            if self.phase() != RUNNING {
-                return Err(true);
-            }
-            let n = self.hot.load.load(SeqCst);
-            if n < self.capacity {
-                if self
-                    .hot
-                    .load
-                    .compare_exchange(n, n + 1, SeqCst, SeqCst)
-                    .is_ok()
-                {
-                    return Ok(());
-                }
-                continue;
-            }
-            if !may_block || self.when_full != WhenFull::Block {
-                return Err(false);
-            }
-            let mut ctl = self.ctl.lock();
-            self.quiet.blocked.fetch_add(1, SeqCst);
-            dekker_fence(); // pairs with the fence in `release`
-            ctl.wait_on_while(&self.room, |_| {
-                self.phase() == RUNNING && self.hot.load.load(SeqCst) >= self.capacity
-            });
-            self.quiet.blocked.fetch_sub(1, SeqCst);
-        }
-    }
-
-    /// Runs the chain's admission (`PoolSubmit`) and prepares what the job's run will show it
-    /// (`PoolJob`). `Ok(None)` when there is no chain.
-    fn admit(
-        &self,
-        options: &JobOptions,
-    ) -> Result<Option<Box<crate::intercept::Dispatch>>, crate::intercept::Rejection> {
-        use crate::intercept::{Dispatch, Outcome, Point};
-        if self.chain.is_empty() {
-            return Ok(None);
-        }
-        let id = self.next_id.fetch_add(1, SeqCst);
-        let mut d = Dispatch::new(Point::PoolSubmit, id);
-        d.deadline = options.deadline;
-        d.stamp = self.chain.stamp();
-        self.chain.before(&d)?;
-        self.chain.after(&d, Outcome::Ok, Duration::ZERO);
-        d.point = Point::PoolJob;
-        Ok(Some(Box::new(d)))
-    }
-
-    /// Gives a unit of capacity back and wakes a blocked submitter.
-    fn release(&self) {
-        self.hot.load.fetch_sub(1, SeqCst);
-        dekker_fence(); // pairs with the fence in `reserve`: see the blocked count or be seen
-        if self.quiet.blocked.load(SeqCst) > 0 {
-            drop(self.ctl.lock());
-            self.room.notify_one();
-        }
-    }
-
-    /// Queues `job`; hands it back if the pool had stopped taking work.
-    fn push(inner: &Arc<Inner>, job: Job, options: JobOptions) -> Result<(), Job> {
-        if inner.phase() != RUNNING {
-            return Err(job);
-        }
-        match &inner.queue {
-            Queue::Stealing { injector, .. } => {
-                let id = Inner::id(inner);
-                let job = CURRENT.with(|c| match c.borrow().as_ref() {
-                    Some(Current {
-                        pool,
-                        local: Some(local),
-                        ..
-                    }) if *pool == id => {
-                        local.push(job);
-                        None
-                    }
-                    _ => Some(job),
-                });
-                if let Some(job) = job {
-                    injector.push(job);
-                }
-            }
-            Queue::Ordered(q) => {
-                // Read the clock (if the scheduler needs it) before taking the lock.
-                let enqueued = job
-                    .enqueued
-                    .or_else(|| inner.sched_clock.then(Instant::now))
-                    .unwrap_or(inner.epoch);
-                let mut q = q.lock();
-                let seq = q.next_seq;
-                q.next_seq += 1;
-                q.scheduler.push(Queued {
-                    meta: JobMeta {
-                        seq,
-                        priority: options.priority,
-                        deadline: options.deadline,
-                        enqueued,
-                    },
-                    job,
-                });
-            }
-        }
-        inner.hot.pushes.fetch_add(1, SeqCst);
-        Inner::wake_worker(inner);
-        if inner.phase() != RUNNING {
-            // Shutdown began while we pushed. A worker checks for work under the control lock
-            // before it exits, so if one is still alive it will see this job; if none is, no
-            // one will: answer the queue's jobs here (Cancelled), not never.
-            let none_alive = inner.ctl.lock().alive == 0;
-            if none_alive {
-                inner.cancel_queued();
-            }
-        }
-        Ok(())
-    }
-
-    /// After a push: wake an idle worker, or start one if none is idle and there is room.
-    fn wake_worker(inner: &Arc<Inner>) {
-        // Pairs with the fence in `idle_wait`: a worker registers idle before it looks at
-        // `pushes`, we moved `pushes` before we look at `idle`.
-        dekker_fence();
-        if inner.quiet.idle.load(SeqCst) == 0 && inner.min == inner.max {
-            return; // every worker is busy and will look for work before it sleeps
-        }
-        let mut ctl = inner.ctl.lock();
-        if inner.quiet.idle.load(SeqCst) > 0 {
-            drop(ctl);
-            inner.work.notify_one();
-        } else if ctl.alive < inner.max
-            && inner.phase() == RUNNING
-            && let Err(e) = Inner::start_worker(inner, &mut ctl)
-        {
-            // The busy workers will still run the job; the pool just does not grow.
-            tracing::warn!(error = %e, "posa pool: could not start another worker");
-        }
-    }
-
-    fn wake_one_idle(&self) {
-        dekker_fence(); // pairs with the fence in `idle_wait`
-        if self.quiet.idle.load(SeqCst) > 0 {
-            drop(self.ctl.lock());
-            self.work.notify_one();
-        }
-    }
-
-    /// Takes the next job for the worker in `slot`.
-    fn find(&self, slot: usize, tick: u32) -> Option<Job> {
-        match &self.queue {
-            Queue::Ordered(q) => {
-                let now = self.sched_now();
-                q.lock().scheduler.pop(now).map(|q| q.job)
-            }
-            Queue::Stealing {
-                injector, stealers, ..
-            } => CURRENT.with(|c| {
-                let c = c.borrow();
-                let local = c.as_ref().and_then(|c| c.local.as_ref())?;
-                let from_injector = || retry(|| injector.steal_batch_and_pop(local));
-                if tick.is_multiple_of(GLOBAL_CHECK_INTERVAL)
-                    && let Some(job) = from_injector()
-                {
-                    return Some(job);
-                }
-                let job = local.pop().or_else(from_injector).or_else(|| {
-                    let n = stealers.len();
-                    (1..n)
-                        .find_map(|i| retry(|| stealers[(slot + i) % n].steal_batch_and_pop(local)))
-                })?;
-                // Work left in this deque while others sleep: wake one to steal it. (A cheap
-                // hint, not a guarantee: this worker runs its own deque in any case.)
-                if self.quiet.idle.load(SeqCst) > 0 && !local.is_empty() {
-                    self.hot.pushes.fetch_add(1, SeqCst);
-                    self.wake_one_idle();
-                }
-                Some(job)
-            }),
-        }
-    }
-
-    /// `now` for the ordered scheduler: the clock only if it uses time (read outside its lock).
-    fn sched_now(&self) -> Instant {
-        if self.sched_clock {
-            Instant::now()
-        } else {
-            self.epoch
-        }
-    }
-
-    /// Cancels every queued job (shutdown `Now`); returns how many.
-    fn cancel_queued(&self) -> usize {
-        let mut cancelled = 0;
-        while let Some(job) = self.take_any() {
-            if job.holds_load {
-                self.release();
-            }
-            job.task.cancel();
-            self.stats.cancelled.incr();
-            cancelled += 1;
-        }
-        cancelled
-    }
-
-    /// `true` if some queue holds a job.
-    fn has_work(&self) -> bool {
-        match &self.queue {
-            Queue::Ordered(q) => !q.lock().scheduler.is_empty(),
-            Queue::Stealing {
-                injector, stealers, ..
-            } => !injector.is_empty() || stealers.iter().any(|s| !s.is_empty()),
-        }
-    }
-
-    /// Jobs queued now.
-    fn queued(&self) -> usize {
-        match &self.queue {
-            Queue::Ordered(q) => q.lock().scheduler.len(),
-            Queue::Stealing {
-                injector, stealers, ..
-            } => injector.len() + stealers.iter().map(Stealer::len).sum::<usize>(),
-        }
-    }
-
-    /// Takes any queued job from any thread (shutdown `Now`).
-    fn take_any(&self) -> Option<Job> {
-        match &self.queue {
-            Queue::Ordered(q) => {
-                let now = self.sched_now();
-                q.lock().scheduler.pop(now).map(|q| q.job)
-            }
-            Queue::Stealing {
-                injector, stealers, ..
-            } => retry(|| injector.steal())
-                .or_else(|| stealers.iter().find_map(|s| retry(|| s.steal()))),
-        }
-    }
-
-    /// Runs (or, when stopping or unwanted, cancels) a job taken off the queue.
-    fn execute(&self, slot: usize, job: Job) {
-        if job.holds_load {
-            self.release();
-        }
-        if self.phase() == STOPPING || job.task.cancel_requested() {
-            job.task.cancel();
-            self.stats.cancelled.incr();
-            return;
-        }
-        // Interceptors: one pointer test when there are none.
-        let dispatch = job.dispatch.map(|mut d| {
-            d.queued_at = job.enqueued;
-            *d
-        });
-        if let Some(d) = &dispatch
-            && let Err(rejection) = self.chain.before(d)
-        {
-            job.task.refuse(RunError::from_rejection(rejection));
-            return;
-        }
-        let started = (self.stats.timing || dispatch.is_some()).then(Instant::now);
-        if let (Some(started), true) = (started, self.stats.timing) {
-            if let Some(enqueued) = job.enqueued {
-                self.stats
-                    .record_wait(started.saturating_duration_since(enqueued));
-            }
-            let since = started.saturating_duration_since(self.epoch).as_nanos();
-            self.running[slot].store(u64::try_from(since).unwrap_or(u64::MAX - 1) + 1, SeqCst);
-        }
-        let outcome = job.task.run(&self.stats);
-        if let (Some(d), Some(started)) = (&dispatch, started) {
-            self.chain.after(d, outcome, started.elapsed());
-        }
-        if let (Some(started), true) = (started, self.stats.timing) {
-            self.running[slot].store(0, SeqCst);
-            let took = started.elapsed();
-            self.stats.record_run(took);
-            if let Some(threshold) = self.stall
-                && took > threshold
-            {
-                self.stats.stalled.incr();
-                tracing::warn!(pool = %self.name, ?took, ?threshold, "posa pool: job stalled its worker");
-            }
-        }
-    }
-
-    /// Nothing found since `pushes` read `seen`: sleep until a push or shutdown. `false`: this
-    /// worker exits (its slot freed).
-    fn idle_wait(&self, slot: usize, seen: usize) -> bool {
-        let mut ctl = self.ctl.lock();
-        self.quiet.idle.fetch_add(1, SeqCst);
-        dekker_fence(); // pairs with the fences in `wake_worker` and `wake_one_idle`
-        let keep = loop {
-            if self.hot.pushes.load(SeqCst) != seen {
-                break true;
-            }
-            if self.phase() != RUNNING {
-                // Stopping for good needs an empty queue (checked under the lock: see `push`).
-                break self.has_work();
-            }
-            let waiting =
-                |_: &mut Ctl| self.hot.pushes.load(SeqCst) == seen && self.phase() == RUNNING;
-            if ctl.alive > self.min {
-                let deadline = crate::monitor::deadline_after(self.keep_alive);
-                if ctl
-                    .wait_on_while_until(&self.work, deadline, waiting)
-                    .is_err()
-                {
-                    break false; // idle for the whole keep-alive, above the minimum: shrink
-                }
-            } else {
-                ctl.wait_on_while(&self.work, waiting);
-            }
-        };
-        self.quiet.idle.fetch_sub(1, SeqCst);
-        if !keep {
-            // Free the slot under the lock, so a submitter that finds no idle worker can start
-            // one in it at once. The deque is empty: only this worker pushes to it, and it
-            // found nothing.
-            let local = CURRENT.with(|c| c.borrow_mut().as_mut().and_then(|c| c.local.take()));
-            if let (Queue::Stealing { locals, .. }, Some(local)) = (&self.queue, local) {
-                *locals[slot].lock() = Some(local);
-            }
-            ctl.free.push(slot);
-            ctl.alive -= 1;
-        }
-        keep
-    }
-}
-
-#[cfg(test)]
-impl ThreadPool {
-    /// Waits (up to 10 s) until at most `n` workers are alive; returns how many are.
-    fn wait_threads_at_most(&self, n: usize) -> usize {
-        let mut ctl = self.inner.ctl.lock();
-        let deadline = crate::monitor::deadline_after(Duration::from_secs(10));
-        let _ = ctl.wait_on_while_until(&self.inner.exited, deadline, |c| c.alive > n);
-        ctl.alive
-    }
-}
-
-/// Retries a steal while it asks to.
-fn retry(mut steal: impl FnMut() -> Steal<Job>) -> Option<Job> {
-    loop {
-        match steal() {
-            Steal::Success(job) => return Some(job),
-            Steal::Empty => return None,
-            Steal::Retry => {}
-        }
-    }
-}
-
-fn worker_main(inner: Arc<Inner>, slot: usize) {
-    let local = match &inner.queue {
-        Queue::Stealing { locals, .. } => locals[slot].lock().take(),
-        Queue::Ordered(_) => None,
-    };
-    CURRENT.with(|c| {
-        *c.borrow_mut() = Some(Current {
-            pool: Inner::id(&inner),
-            slot,
-            local,
-        })
-    });
-    let mut tick = 0u32;
-    loop {
-        tick = tick.wrapping_add(1);
-        let seen = inner.hot.pushes.load(SeqCst);
-        if let Some(job) = inner.find(slot, tick) {
-            inner.execute(slot, job);
-            continue;
-        }
-        if !inner.idle_wait(slot, seen) {
-            break;
-        }
-    }
-    CURRENT.with(|c| c.borrow_mut().take());
-    inner.exited.notify_all();
 }
 
 /// A pool of worker threads with a pluggable scheduler. See the [module docs](self).
@@ -1055,72 +378,6 @@ impl ThreadPool {
         out.sort_by_key(|r| std::cmp::Reverse(r.running_for));
         out
     }
-
-    /// Shuts down and joins every worker; returns how many queued jobs were cancelled.
-    pub fn shutdown(mut self, mode: Shutdown) -> usize {
-        self.stop(mode)
-    }
-
-    /// Begins shutdown from any thread without waiting: intake stops at once (later submits get
-    /// [`Refused::Closed`]); with [`Shutdown::Now`] queued jobs are cancelled now. Returns
-    /// how many were cancelled. Dropping or [`shutdown`](Self::shutdown) then joins the workers.
-    pub fn close(&self, mode: Shutdown) -> usize {
-        let inner = &self.inner;
-        {
-            let _ctl = inner.ctl.lock();
-            match mode {
-                Shutdown::Graceful => {
-                    let _ = inner
-                        .quiet
-                        .phase
-                        .compare_exchange(RUNNING, DRAINING, SeqCst, SeqCst);
-                }
-                Shutdown::Now => inner.quiet.phase.store(STOPPING, SeqCst),
-            }
-            dekker_fence(); // pairs with the fence in `push`
-        }
-        inner.work.notify_all();
-        inner.room.notify_all();
-        if mode == Shutdown::Graceful {
-            return 0;
-        }
-        inner.cancel_queued()
-    }
-
-    fn stop(&mut self, mode: Shutdown) -> usize {
-        let n = self.close(mode);
-        self.stopped = true;
-        // Wait for the workers; say so while a long-running job keeps us waiting.
-        let handles = loop {
-            let mut ctl = self.inner.ctl.lock();
-            let waited = ctl.wait_on_while_until(
-                &self.inner.exited,
-                crate::monitor::deadline_after(Duration::from_secs(5)),
-                |c| c.alive > 0,
-            );
-            if waited.is_ok() {
-                break std::mem::take(&mut ctl.handles);
-            }
-            tracing::warn!(
-                pool = %self.inner.name,
-                running = ctl.alive,
-                "posa pool: still waiting for running jobs to finish before the pool can stop"
-            );
-        };
-        for handle in handles.into_iter().flatten() {
-            let _ = handle.join();
-        }
-        n
-    }
-}
-
-impl Drop for ThreadPool {
-    /// Cancels what is queued, waits for running jobs (logging while it waits), joins workers.
-    fn drop(&mut self) {
-        if !self.stopped {
-            self.stop(Shutdown::Now);
-        }
-    }
 }
 
 impl fmt::Debug for ThreadPool {
@@ -1130,6 +387,17 @@ impl fmt::Debug for ThreadPool {
             .field("threads", &self.threads())
             .field("queued", &self.queued())
             .finish()
+    }
+}
+
+#[cfg(test)]
+impl ThreadPool {
+    /// Waits (up to 10 s) until at most `n` workers are alive; returns how many are.
+    fn wait_threads_at_most(&self, n: usize) -> usize {
+        let mut ctl = self.inner.ctl.lock();
+        let deadline = crate::monitor::deadline_after(Duration::from_secs(10));
+        let _ = ctl.wait_on_while_until(&self.inner.exited, deadline, |c| c.alive > n);
+        ctl.alive
     }
 }
 
