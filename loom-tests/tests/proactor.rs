@@ -6,7 +6,8 @@
 use posa::Refused;
 use posa::act::{self, Outcome};
 use posa::pool::{Shutdown, ThreadPool};
-use posa::proactor::{Dispatch, OpQueue};
+use posa::proactor::CompleteOn;
+use posa::proactor::ops::OpQueue;
 use posa::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use posa::sync::{Arc, thread};
 
@@ -119,17 +120,17 @@ fn cancellation_racing_completion_answers_once() {
 #[test]
 fn a_completion_handed_to_a_pool_is_delivered_even_as_the_pool_stops_now() {
     loom::model(|| {
-        let pool = std::sync::Arc::new(
+        let pool = Arc::new(
             ThreadPool::builder()
                 .threads(1)
                 .timing(false)
                 .build()
                 .unwrap(),
         );
-        let dispatch = Dispatch::Pool(std::sync::Arc::clone(&pool));
+        let dispatch = CompleteOn::Pool(Arc::clone(&pool));
         let (c, token) = act::pair::<u8, ()>();
         let stopper = {
-            let pool = std::sync::Arc::clone(&pool);
+            let pool = Arc::clone(&pool);
             thread::spawn(move || pool.close(Shutdown::Now))
         };
         // Run by a worker, refused (pool closed) and run here, or cancelled by the stopper and

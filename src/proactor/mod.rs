@@ -6,15 +6,18 @@
 //! exactly once through an [`act`](crate::act) token, which hands back the operation's buffer
 //! with every outcome: done, failed, or cancelled.
 //!
-//! Emulated on the reactor, as Boost.Asio does on epoll: an operation is queued to its
-//! connection's loop, which tries it at once (speculatively) and waits for readiness only when
-//! the socket says `WouldBlock`.
+//! Emulated on the reactor, as Boost.Asio does on epoll (`emulated/`): an operation is queued
+//! to its connection's loop, which tries it at once (speculatively) and waits for readiness
+//! only when the socket says `WouldBlock`.
 //!
-//! ```text
-//! initiator (any thread)                 loop thread (a Reactor)                       initiator
-//! conn.read_some(buf) ─ OpQueue::submit ─▶ ConnHandler: take ops; try read ─ WouldBlock ─▶ wait
-//!        (waker, coalesced) ─────────────▶ readable: read into buf ─ complete(Done{buf, n}) ─▶ token
-//! ```
+//! # Layout
+//! - this file: the public API ([`Proactor`], [`ProactorHandle`], the operation results and
+//!   tokens, [`Builder`]);
+//! - `conn.rs`, `accept.rs`: the caller's side of a connection and of a listener;
+//! - [`ops`]: the cross-thread queue where operations wait for their loop (loom-modelled);
+//! - `delivery.rs`: where completions run ([`CompleteOn`]) and the interceptors around them;
+//! - `emulated/`: the backend: its loops, and the loop's side of connections, listeners and
+//!   timers. Another backend is one more folder beside it.
 //!
 //! # Algorithm and invariants
 //! - Operations wait in the connection's [`OpQueue`] (see [`ops`]) until its loop takes them;
@@ -28,8 +31,8 @@
 //!   the operation `Cancelled(buf)` if it had no effect yet, `CancelledAfterEffect` with the
 //!   partial result if it had; closing a connection answers every outstanding operation the
 //!   same way. No busy polling: an operation waits on readiness, a timer or a wake-up.
-//! - Completion dispatch: on the loop thread that did the work ([`Dispatch::Loop`]), or handed
-//!   to a thread pool ([`Dispatch::Pool`]); never on the initiating thread, except that an
+//! - Completion dispatch: on the loop thread that did the work ([`CompleteOn::Loop`]), or handed
+//!   to a thread pool ([`CompleteOn::Pool`]); never on the initiating thread, except that an
 //!   operation refused at initiation (closed connection, full write queue) is answered there
 //!   and [`Conn::close`] answers what it cancels on the closing thread.
 //!
@@ -53,30 +56,32 @@
 //! proactor.join()?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
+#![allow(
+    clippy::disallowed_types,
+    reason = "cancel hooks hold Weak references to connection state; loom has no Weak, and this state runs only on mio, never under loom (its cross-thread part, OpQueue, is modelled)"
+)]
 
+mod accept;
+mod conn;
+mod delivery;
+mod emulated;
 pub mod ops;
 
-pub use ops::OpQueue;
+pub use accept::Accepts;
+pub use conn::Conn;
+pub use delivery::CompleteOn;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::io;
 use std::time::Duration;
 
-use crate::reactor::Interest;
-
-use crate::act::{self, Completer, Token};
-use crate::error::Refused;
-use crate::net::{Addr, ConnectError, ConnectOptions, Listener, Peer, Stream};
-use crate::pool::ThreadPool;
-use crate::reactor::{
-    CloseReason, Context, EventHandler, HandlerWaker, Reactor, ReactorGroup, ReactorHandle,
-    Readiness, ShutdownReport, TimerId,
-};
-use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::act::{Completer, Token};
+use crate::net::{Addr, ConnectError, ConnectOptions, Listener, Peer};
+use crate::reactor::{ReactorGroup, ReactorHandle, ShutdownReport};
+use delivery::Delivery;
+use emulated::Loops;
+use std::sync::Arc;
 
 /// A finished read or write: the buffer back, and how many bytes moved (for a read, the data
 /// is `buf[..n]`; 0 means the peer closed its side).
@@ -116,7 +121,7 @@ impl std::error::Error for OpError {
 /// `Cancelled(buf)` or `CancelledAfterEffect(..)` with the partial result.
 pub type OpToken = Token<Done, OpError, Vec<u8>>;
 
-type OpCompleter = Completer<Done, OpError, Vec<u8>>;
+pub(crate) type OpCompleter = Completer<Done, OpError, Vec<u8>>;
 
 /// The token of an accept: the connection, attached to one of the proactor's loops.
 pub type AcceptToken = Token<(Conn, Peer), io::Error>;
@@ -128,864 +133,11 @@ pub type ConnectToken = Token<Conn, ConnectError>;
 /// The token of a timer: `Completed(Ok(()))` when it expires.
 pub type TimerToken = Token<(), std::convert::Infallible>;
 
-/// Where completions are delivered.
-#[derive(Clone, Default)]
-pub enum Dispatch {
-    /// On the loop thread that finished the operation (the default; no hand-off).
-    #[default]
-    Loop,
-    /// Handed to this pool: completion handlers (`on_complete`) run on its workers. If the
-    /// pool refuses (full or shut down), the completion is delivered on the loop thread.
-    Pool(Arc<ThreadPool>),
-}
-
-impl fmt::Debug for Dispatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Dispatch::Loop => "Loop",
-            Dispatch::Pool(_) => "Pool",
-        })
-    }
-}
-
-/// Runs its delivery when dropped, unless already run: a pool that cancels or refuses the
-/// delivery job drops it, and so delivers it all the same.
-struct DeliverOnDrop(Option<Box<dyn FnOnce() + Send>>);
-
-impl Drop for DeliverOnDrop {
-    fn drop(&mut self) {
-        if let Some(deliver) = self.0.take() {
-            deliver();
-        }
-    }
-}
-
-impl Dispatch {
-    /// Runs `deliver` (which states an outcome) per this policy, exactly once: on this thread
-    /// for [`Dispatch::Loop`]; on a pool worker for [`Dispatch::Pool`], or here if the pool
-    /// refuses it, or on the thread that shuts the pool down if it cancels it.
-    pub fn run(&self, deliver: impl FnOnce() + Send + 'static) {
-        match self {
-            Dispatch::Loop => deliver(),
-            Dispatch::Pool(pool) => {
-                let guard = DeliverOnDrop(Some(Box::new(deliver)));
-                match pool.submit(move || drop(guard)) {
-                    Ok(token) => token.detach(),
-                    Err(refused) => drop(refused.into_inner()),
-                }
-            }
-        }
-    }
-}
-
-/// Where completions go, and who watches them ([`Point::ProactorCompletion`]
-/// (crate::intercept::Point)): interceptors observe each delivery; they cannot refuse one
-/// (that would lose a buffer), so a rejection is logged and the completion delivered anyway.
-#[derive(Clone, Default)]
-struct Delivery {
-    dispatch: Dispatch,
-    chain: crate::intercept::Chain,
-}
-
-impl Delivery {
-    fn run(&self, deliver: impl FnOnce() + Send + 'static) {
-        if self.chain.is_empty() {
-            return self.dispatch.run(deliver);
-        }
-        let chain = self.chain.clone();
-        self.dispatch.run(move || {
-            use crate::intercept::{Dispatch, Outcome, Point};
-            let d = Dispatch::new(Point::ProactorCompletion, 0);
-            if let Err(why) = chain.before(&d) {
-                tracing::debug!(%why, "proactor: an interceptor refused a completion; delivered anyway");
-                deliver();
-                return;
-            }
-            let started = std::time::Instant::now();
-            deliver();
-            chain.after(&d, Outcome::Ok, started.elapsed());
-        });
-    }
-
-    fn complete(&self, c: OpCompleter, result: Result<Done, OpError>) {
-        self.run(move || c.complete(result));
-    }
-
-    fn stop(&self, c: OpCompleter, buf: Vec<u8>, n: usize, why: io::ErrorKind) {
-        if n == 0 {
-            self.run(move || c.cancel(buf));
-        } else {
-            let error = io::Error::from(why);
-            self.complete(c, Err(OpError { error, buf, n }));
-        }
-    }
-}
-
-/// One queued operation of a connection.
-enum Op {
-    Read {
-        buf: Vec<u8>,
-        filled: usize,
-        exact: bool,
-        timeout: Option<Duration>,
-        c: OpCompleter,
-    },
-    Write {
-        buf: Vec<u8>,
-        len: usize,
-        written: usize,
-        c: OpCompleter,
-    },
-    ShutdownWrite {
-        c: OpCompleter,
-    },
-    Writable {
-        c: OpCompleter,
-    },
-}
-
-impl Op {
-    fn completer(&self) -> &OpCompleter {
-        match self {
-            Op::Read { c, .. }
-            | Op::Write { c, .. }
-            | Op::ShutdownWrite { c }
-            | Op::Writable { c } => c,
-        }
-    }
-
-    /// Stops the operation: cancelled (with its buffer) or its partial result.
-    fn stop(self, dispatch: &Delivery, why: io::ErrorKind) {
-        match self {
-            Op::Read { buf, filled, c, .. } => dispatch.stop(c, buf, filled, why),
-            Op::Write {
-                buf, written, c, ..
-            } => dispatch.stop(c, buf, written, why),
-            Op::ShutdownWrite { c } | Op::Writable { c } => dispatch.stop(c, Vec::new(), 0, why),
-        }
-    }
-}
-
-struct ConnShared {
-    queue: OpQueue<Op, HandlerWaker>,
-    peer: Peer,
-    dispatch: Delivery,
-}
-
-impl ConnShared {
-    /// Queues `op`; refused operations are answered here, on the initiating thread.
-    fn submit(self: &Arc<Self>, op: Op, write_bytes: usize) -> Result<(), Refused<Op>> {
-        // Registered before the op is visible to the loop: cancelling the token wakes the loop.
-        let weak = Arc::downgrade(self);
-        op.completer().on_cancel(move || {
-            if let Some(shared) = weak.upgrade() {
-                shared.wake();
-            }
-        });
-        let waker = self.queue.submit(op, write_bytes)?;
-        if let Some(w) = waker {
-            w.wake();
-        }
-        Ok(())
-    }
-
-    fn wake(&self) {
-        if let (_, Some(w)) = self.queue.waker() {
-            w.wake();
-        }
-    }
-}
-
-/// A connection driven by a [`Proactor`]: every call initiates an operation and returns at
-/// once with its token. Clones share the connection; when the last clone drops, it closes.
-#[derive(Clone)]
-pub struct Conn {
-    user: Arc<ConnUser>,
-}
-
-/// The users' share of a connection: dropping the last one closes it.
-struct ConnUser {
-    shared: Arc<ConnShared>,
-}
-
-impl Drop for ConnUser {
-    fn drop(&mut self) {
-        close_shared(&self.shared);
-    }
-}
-
-fn close_shared(shared: &Arc<ConnShared>) {
-    let (ops, waker) = shared.queue.close();
-    for op in ops {
-        op.stop(&shared.dispatch, io::ErrorKind::NotConnected);
-    }
-    if let Some(w) = waker {
-        w.wake();
-    }
-}
-
-impl Conn {
-    fn initiate(&self, op: Op, write_bytes: usize) -> Result<(), Refused<Op>> {
-        self.user.shared.submit(op, write_bytes)
-    }
-
-    /// Reads what is there (at least 1 byte, at most `buf.len()`), or 0 at end of stream.
-    pub fn read_some(&self, buf: Vec<u8>) -> OpToken {
-        self.read(buf, false, None)
-    }
-
-    /// Like [`read_some`](Self::read_some), but fails with `TimedOut` (and the buffer) if nothing
-    /// arrives within `timeout` of the read starting.
-    pub fn read_some_timeout(&self, buf: Vec<u8>, timeout: Duration) -> OpToken {
-        self.read(buf, false, Some(timeout))
-    }
-
-    /// Fills all of `buf`; fails with `UnexpectedEof` (and what was read) if the stream ends
-    /// first.
-    pub fn read_exact(&self, buf: Vec<u8>) -> OpToken {
-        self.read(buf, true, None)
-    }
-
-    fn read(&self, buf: Vec<u8>, exact: bool, timeout: Option<Duration>) -> OpToken {
-        let (c, token) = act::pair_with_residue();
-        let op = Op::Read {
-            buf,
-            filled: 0,
-            exact,
-            timeout,
-            c,
-        };
-        if let Err(refused) = self.initiate(op, 0) {
-            refused
-                .into_inner()
-                .stop(&Delivery::default(), io::ErrorKind::NotConnected);
-        }
-        token
-    }
-
-    /// Writes all of `buf`, after every write issued before it. Refused with the buffer back
-    /// when the connection's write queue is above its high-water mark (wait for
-    /// [`writable`](Self::writable)) or the connection is closed.
-    pub fn write_all(&self, buf: Vec<u8>) -> Result<OpToken, Refused<Vec<u8>>> {
-        let len = buf.len();
-        self.write_all_prefix(buf, len)
-    }
-
-    /// Writes `buf[..len]` (a read's buffer can go straight back out), handing back all of
-    /// `buf`.
-    pub fn write_all_prefix(&self, buf: Vec<u8>, len: usize) -> Result<OpToken, Refused<Vec<u8>>> {
-        let len = len.min(buf.len());
-        let (c, token) = act::pair_with_residue();
-        let op = Op::Write {
-            buf,
-            len,
-            written: 0,
-            c,
-        };
-        match self.initiate(op, len.max(1)) {
-            Ok(()) => Ok(token),
-            Err(refused) => {
-                // Nobody will wait for the refused write: its completer and token just go.
-                let back = |op| match op {
-                    Op::Write { buf, .. } => buf,
-                    _ => Vec::new(),
-                };
-                drop(token);
-                Err(refused.map(back))
-            }
-        }
-    }
-
-    /// Completes when the write queue has drained to its low-water mark (at once if it is).
-    pub fn writable(&self) -> OpToken {
-        let (c, token) = act::pair_with_residue();
-        if let Err(refused) = self.initiate(Op::Writable { c }, 0) {
-            refused
-                .into_inner()
-                .stop(&Delivery::default(), io::ErrorKind::NotConnected);
-        }
-        token
-    }
-
-    /// Shuts down the writing side once every write issued before has gone out.
-    pub fn shutdown_write(&self) -> OpToken {
-        let (c, token) = act::pair_with_residue();
-        if let Err(refused) = self.initiate(Op::ShutdownWrite { c }, 0) {
-            refused
-                .into_inner()
-                .stop(&Delivery::default(), io::ErrorKind::NotConnected);
-        }
-        token
-    }
-
-    /// Closes the connection: every outstanding operation is answered (cancelled, or its
-    /// partial result), later ones are refused.
-    pub fn close(&self) {
-        close_shared(&self.user.shared);
-    }
-
-    /// Bytes of writes queued and not yet written.
-    pub fn queued_bytes(&self) -> usize {
-        self.user.shared.queue.queued_bytes()
-    }
-
-    /// Who is on the other end.
-    pub fn peer(&self) -> Peer {
-        self.user.shared.peer
-    }
-}
-
-impl fmt::Debug for Conn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Conn")
-            .field("peer", &self.user.shared.peer)
-            .finish()
-    }
-}
-
-/// The loop side of a connection.
-struct ConnHandler {
-    stream: Stream,
-    shared: Arc<ConnShared>,
-    waker: Option<HandlerWaker>,
-    incoming: VecDeque<Op>,
-    reads: VecDeque<Op>,
-    /// Writes and write shutdowns, in the order issued.
-    writes: VecDeque<Op>,
-    /// "Writable" waiters, answered when the write queue is at its low-water mark.
-    waiters: Vec<OpCompleter>,
-    read_timer: Option<TimerId>,
-    draining: bool,
-}
-
-enum Step {
-    Progress,
-    Blocked,
-}
-
-impl ConnHandler {
-    fn dispatch(&self) -> &Delivery {
-        &self.shared.dispatch
-    }
-
-    /// Takes new operations and moves every queue as far as the socket allows; repeats while
-    /// completions (whose handlers may issue more operations) keep coming.
-    fn pump(&mut self, cx: &mut Context<'_>) {
-        loop {
-            let Some(waker) = &self.waker else { return };
-            let open = self.shared.queue.take(waker, &mut self.incoming);
-            while let Some(op) = self.incoming.pop_front() {
-                match op {
-                    Op::Read { .. } => self.reads.push_back(op),
-                    Op::Writable { c } => self.waiters.push(c),
-                    op => self.writes.push_back(op),
-                }
-            }
-            self.answer_writable();
-            if !open {
-                cx.close(); // `close` answers what is left
-                return;
-            }
-            let r = self.pump_reads(cx);
-            let w = self.pump_writes();
-            match (r, w) {
-                (Ok(Step::Blocked), Ok(Step::Blocked)) => return,
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::debug!(peer = %self.shared.peer, error = %e, "proactor: connection error");
-                    self.fail_all(e.kind());
-                    cx.close();
-                    return;
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn pump_reads(&mut self, cx: &mut Context<'_>) -> io::Result<Step> {
-        let mut step = Step::Blocked;
-        while let Some(front) = self.reads.front_mut() {
-            let Op::Read {
-                buf,
-                filled,
-                exact,
-                timeout,
-                c,
-            } = front
-            else {
-                unreachable!("only reads are queued here")
-            };
-            if c.is_cancelled() || self.draining {
-                self.finish_read(cx, |buf, n| Err((buf, n, io::ErrorKind::Interrupted)));
-                step = Step::Progress;
-                continue;
-            }
-            if buf.is_empty() {
-                let done = Ok(Done {
-                    buf: std::mem::take(buf),
-                    n: 0,
-                });
-                self.finish_read_with(cx, done);
-                step = Step::Progress;
-                continue;
-            }
-            match self.stream.read(&mut buf[*filled..]) {
-                Ok(0) => {
-                    let n = *filled;
-                    let short = *exact;
-                    self.finish_read(cx, move |buf, _| {
-                        if short {
-                            Err((buf, n, io::ErrorKind::UnexpectedEof))
-                        } else {
-                            Ok(Done { buf, n })
-                        }
-                    });
-                    step = Step::Progress;
-                }
-                Ok(k) => {
-                    *filled += k;
-                    if !*exact || *filled == buf.len() {
-                        let n = *filled;
-                        self.finish_read(cx, move |buf, _| Ok(Done { buf, n }));
-                        step = Step::Progress;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let (Some(after), None) = (*timeout, self.read_timer) {
-                        self.read_timer = Some(cx.set_timer(after));
-                    }
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(step)
-    }
-
-    /// Pops the front read and answers it per `how(buf, filled)`: `Ok(done)` completes,
-    /// `Err((buf, n, kind))` stops it (cancelled if nothing moved).
-    fn finish_read(
-        &mut self,
-        cx: &mut Context<'_>,
-        how: impl FnOnce(Vec<u8>, usize) -> Result<Done, (Vec<u8>, usize, io::ErrorKind)>,
-    ) {
-        let Some(Op::Read { buf, filled, c, .. }) = self.reads.pop_front() else {
-            return;
-        };
-        if let Some(t) = self.read_timer.take() {
-            cx.cancel_timer(t);
-        }
-        match how(buf, filled) {
-            Ok(done) => self.dispatch().complete(c, Ok(done)),
-            Err((buf, n, kind)) if kind == io::ErrorKind::Interrupted => {
-                self.dispatch().stop(c, buf, n, kind)
-            }
-            Err((buf, n, kind)) => self.dispatch().complete(
-                c,
-                Err(OpError {
-                    error: kind.into(),
-                    buf,
-                    n,
-                }),
-            ),
-        }
-    }
-
-    fn finish_read_with(&mut self, cx: &mut Context<'_>, done: Result<Done, OpError>) {
-        if let Some(Op::Read { c, .. }) = self.reads.pop_front() {
-            if let Some(t) = self.read_timer.take() {
-                cx.cancel_timer(t);
-            }
-            self.dispatch().complete(c, done);
-        }
-    }
-
-    fn pump_writes(&mut self) -> io::Result<Step> {
-        let mut step = Step::Blocked;
-        while let Some(front) = self.writes.front_mut() {
-            match front {
-                Op::Write {
-                    buf,
-                    len,
-                    written,
-                    c,
-                } => {
-                    if c.is_cancelled() && *written == 0 {
-                        let Some(op) = self.writes.pop_front() else {
-                            break;
-                        };
-                        self.shared.queue.written(len_of(&op));
-                        op.stop(self.dispatch(), io::ErrorKind::Interrupted);
-                        step = Step::Progress;
-                        self.answer_writable();
-                        continue;
-                    }
-                    crate::net::write_from(&mut self.stream, &buf[..*len], written)?;
-                    if *written < *len {
-                        return Ok(step); // WouldBlock: wait for writable
-                    }
-                    let Some(Op::Write { buf, len, c, .. }) = self.writes.pop_front() else {
-                        break;
-                    };
-                    self.shared.queue.written(len.max(1));
-                    self.dispatch().complete(c, Ok(Done { buf, n: len }));
-                    step = Step::Progress;
-                    self.answer_writable();
-                }
-                Op::ShutdownWrite { .. } => {
-                    let Some(Op::ShutdownWrite { c }) = self.writes.pop_front() else {
-                        break;
-                    };
-                    let result = self
-                        .stream
-                        .shutdown(std::net::Shutdown::Write)
-                        .map(|()| Done {
-                            buf: Vec::new(),
-                            n: 0,
-                        })
-                        .map_err(|error| OpError {
-                            error,
-                            buf: Vec::new(),
-                            n: 0,
-                        });
-                    self.dispatch().complete(c, result);
-                    step = Step::Progress;
-                }
-                Op::Read { .. } | Op::Writable { .. } => {
-                    unreachable!("only writes and write shutdowns are queued here")
-                }
-            }
-        }
-        Ok(step)
-    }
-
-    /// Answers the "writable" waiters once the write queue is at its low-water mark.
-    fn answer_writable(&mut self) {
-        if self.waiters.is_empty() || !self.shared.queue.is_writable() {
-            return;
-        }
-        let n = self.shared.queue.queued_bytes();
-        for c in self.waiters.drain(..) {
-            let done = Done { buf: Vec::new(), n };
-            self.shared.dispatch.complete(c, Ok(done));
-        }
-    }
-
-    fn fail_all(&mut self, kind: io::ErrorKind) {
-        let (queued, _) = self.shared.queue.close();
-        let ops: Vec<Op> = self
-            .reads
-            .drain(..)
-            .chain(self.writes.drain(..))
-            .chain(self.incoming.drain(..))
-            .chain(queued)
-            .collect();
-        for op in ops {
-            op.stop(&self.shared.dispatch, kind);
-        }
-        for c in self.waiters.drain(..) {
-            self.shared.dispatch.stop(c, Vec::new(), 0, kind);
-        }
-    }
-}
-
-fn len_of(op: &Op) -> usize {
-    match op {
-        Op::Write { len, .. } => (*len).max(1),
-        _ => 0,
-    }
-}
-
-impl EventHandler for ConnHandler {
-    fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        cx.register(&mut self.stream, Interest::READABLE | Interest::WRITABLE)?;
-        self.waker = Some(cx.waker());
-        self.pump(cx); // operations issued before the loop took the connection
-        Ok(())
-    }
-
-    fn ready(&mut self, _: Readiness, cx: &mut Context<'_>) {
-        self.pump(cx);
-    }
-
-    fn timeout(&mut self, timer: TimerId, cx: &mut Context<'_>) {
-        if self.read_timer == Some(timer) {
-            self.read_timer = None;
-            self.finish_read(cx, |buf, n| Err((buf, n, io::ErrorKind::TimedOut)));
-            self.pump(cx);
-        }
-    }
-
-    fn drain(&mut self, cx: &mut Context<'_>) {
-        // Reads still waiting are answered (cancelled); queued writes may finish. The owner
-        // closes the connection when it has nothing more to say.
-        self.draining = true;
-        self.pump(cx);
-    }
-
-    fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
-        self.fail_all(io::ErrorKind::NotConnected);
-    }
-}
-
-/// Accept operations on one listener.
-struct AcceptShared {
-    queue: OpQueue<Completer<(Conn, Peer), io::Error>, HandlerWaker>,
-}
-
-/// Initiates accepts on a listener the [`Proactor`] watches. Dropping it closes the listener.
-pub struct Accepts {
-    shared: Arc<AcceptShared>,
-}
-
-impl Accepts {
-    /// Accepts one connection; several may be outstanding (they complete in order).
-    pub fn accept(&self) -> AcceptToken {
-        let (c, token) = act::pair();
-        let weak = Arc::downgrade(&self.shared);
-        c.on_cancel(move || {
-            if let Some(s) = weak.upgrade()
-                && let (_, Some(w)) = s.queue.waker()
-            {
-                w.wake();
-            }
-        });
-        match self.shared.queue.submit(c, 0) {
-            Ok(Some(w)) => {
-                w.wake();
-            }
-            Ok(None) => {}
-            Err(refused) => refused.into_inner().complete(Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the listener is closed",
-            ))),
-        }
-        token
-    }
-}
-
-impl Drop for Accepts {
-    fn drop(&mut self) {
-        let (waiting, waker) = self.shared.queue.close();
-        drop(waiting); // their tokens see Abandoned
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
-
-struct AcceptHandler {
-    listener: Listener,
-    shared: Arc<AcceptShared>,
-    waker: Option<HandlerWaker>,
-    waiting: VecDeque<Completer<(Conn, Peer), io::Error>>,
-    loops: Arc<Loops>,
-}
-
-impl AcceptHandler {
-    /// Accepts for every waiting accept operation until `WouldBlock`, taking the operations
-    /// that completions issue meanwhile (an accept loop re-issues from its completion).
-    fn pump(&mut self, cx: &mut Context<'_>) {
-        loop {
-            let Some(waker) = &self.waker else { return };
-            if !self.shared.queue.take(waker, &mut self.waiting) {
-                cx.close();
-                return;
-            }
-            if self.waiting.is_empty() || !self.accept_waiting(cx) {
-                return;
-            }
-        }
-    }
-
-    /// `true` if it completed something and the socket may have more.
-    fn accept_waiting(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = false;
-        while let Some(c) = self.waiting.front() {
-            if c.is_cancelled() {
-                if let Some(c) = self.waiting.pop_front() {
-                    c.cancel(());
-                }
-                continue;
-            }
-            match self.listener.accept() {
-                Ok((stream, peer)) => {
-                    let Some(c) = self.waiting.pop_front() else {
-                        break;
-                    };
-                    c.complete(self.loops.attach(stream, peer, cx));
-                    progress = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // The caller decides (EMFILE: back off; others: give up).
-                    let Some(c) = self.waiting.pop_front() else {
-                        break;
-                    };
-                    c.complete(Err(e));
-                    return false;
-                }
-            }
-        }
-        progress
-    }
-}
-
-impl EventHandler for AcceptHandler {
-    fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        cx.register(&mut self.listener, Interest::READABLE)?;
-        self.waker = Some(cx.waker());
-        self.pump(cx);
-        Ok(())
-    }
-
-    fn ready(&mut self, _: Readiness, cx: &mut Context<'_>) {
-        self.pump(cx);
-    }
-
-    fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
-        let (queued, _) = self.shared.queue.close();
-        for c in self.waiting.drain(..).chain(queued) {
-            c.cancel(());
-        }
-    }
-}
-
-/// Timers of one loop.
-struct TimerShared {
-    queue: OpQueue<(Duration, Completer<(), std::convert::Infallible>), HandlerWaker>,
-}
-
-struct TimerHandler {
-    shared: Arc<TimerShared>,
-    waker: Option<HandlerWaker>,
-    incoming: VecDeque<(Duration, Completer<(), std::convert::Infallible>)>,
-    armed: Vec<(TimerId, Completer<(), std::convert::Infallible>)>,
-}
-
-impl TimerHandler {
-    fn pump(&mut self, cx: &mut Context<'_>) {
-        let Some(waker) = &self.waker else { return };
-        self.shared.queue.take(waker, &mut self.incoming);
-        for (after, c) in self.incoming.drain(..) {
-            let id = cx.set_timer(after);
-            self.armed.push((id, c));
-        }
-        // Cancelled timers: stop them and answer their tokens.
-        let mut i = 0;
-        while i < self.armed.len() {
-            if self.armed[i].1.is_cancelled() {
-                let (id, c) = self.armed.swap_remove(i);
-                cx.cancel_timer(id);
-                c.cancel(());
-            } else {
-                i += 1;
-            }
-        }
-    }
-}
-
-impl EventHandler for TimerHandler {
-    fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.waker = Some(cx.waker());
-        self.pump(cx);
-        Ok(())
-    }
-
-    fn ready(&mut self, _: Readiness, cx: &mut Context<'_>) {
-        self.pump(cx);
-    }
-
-    fn timeout(&mut self, timer: TimerId, _: &mut Context<'_>) {
-        if let Some(i) = self.armed.iter().position(|(id, _)| *id == timer) {
-            let (_, c) = self.armed.swap_remove(i);
-            c.complete(Ok(()));
-        }
-    }
-
-    fn drain(&mut self, cx: &mut Context<'_>) {
-        cx.close();
-    }
-
-    fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
-        let (queued, _) = self.shared.queue.close();
-        let armed = self.armed.drain(..).map(|(_, c)| c);
-        let waiting = self.incoming.drain(..).chain(queued).map(|(_, c)| c);
-        for c in armed.chain(waiting) {
-            c.cancel(());
-        }
-    }
-}
-
-/// The proactor's event loops, shared by its handles and its accept handlers.
-struct Loops {
-    handles: Vec<ReactorHandle>,
-    timers: Vec<Arc<TimerShared>>,
-    next: AtomicUsize,
-    dispatch: Delivery,
-    high_water: usize,
-    low_water: usize,
-}
-
-impl Loops {
-    fn pick(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len()
-    }
-
-    fn new_conn(&self, peer: Peer) -> Arc<ConnShared> {
-        Arc::new(ConnShared {
-            queue: OpQueue::new(self.high_water, self.low_water),
-            peer,
-            dispatch: self.dispatch.clone(),
-        })
-    }
-
-    /// Attaches `stream` to a loop, from a loop thread (`cx`) or any other thread (`None`).
-    fn attach(&self, stream: Stream, peer: Peer, cx: &mut Context<'_>) -> io::Result<(Conn, Peer)> {
-        let shared = self.new_conn(peer);
-        let handler = conn_handler(stream, Arc::clone(&shared));
-        let target = self.pick();
-        if self.handles.len() == 1 || cx.handle().same_loop(&self.handles[target]) {
-            cx.spawn(handler);
-        } else {
-            self.handles[target]
-                .post(move |host| {
-                    let _ = host.add_boxed(Box::new(handler));
-                })
-                .map_err(|_| io::Error::other("the proactor's loop is busy or stopping"))?;
-        }
-        Ok((Conn::new(shared), peer))
-    }
-}
-
-fn conn_handler(stream: Stream, shared: Arc<ConnShared>) -> ConnHandler {
-    ConnHandler {
-        stream,
-        shared,
-        waker: None,
-        incoming: VecDeque::new(),
-        reads: VecDeque::new(),
-        writes: VecDeque::new(),
-        waiters: Vec::new(),
-        read_timer: None,
-        draining: false,
-    }
-}
-
-impl Conn {
-    fn new(shared: Arc<ConnShared>) -> Self {
-        Conn {
-            user: Arc::new(ConnUser { shared }),
-        }
-    }
-}
-
 /// Configures a [`Proactor`].
 #[derive(Debug, Clone)]
 pub struct Builder {
     threads: usize,
-    dispatch: Dispatch,
+    complete_on: CompleteOn,
     interceptors: crate::intercept::Chain,
     high_water: usize,
     low_water: usize,
@@ -996,7 +148,7 @@ impl Default for Builder {
     fn default() -> Self {
         Self {
             threads: 1,
-            dispatch: Dispatch::Loop,
+            complete_on: CompleteOn::Loop,
             interceptors: crate::intercept::Chain::new(),
             high_water: 256 * 1024,
             low_water: 64 * 1024,
@@ -1013,8 +165,8 @@ impl Builder {
     }
 
     /// Where completions are delivered (default: on the loop thread).
-    pub fn dispatch(mut self, dispatch: Dispatch) -> Self {
-        self.dispatch = dispatch;
+    pub fn complete_on(mut self, complete_on: CompleteOn) -> Self {
+        self.complete_on = complete_on;
         self
     }
 
@@ -1041,46 +193,29 @@ impl Builder {
 
     /// Starts the loop threads.
     pub fn build(self) -> io::Result<Proactor> {
-        let mut reactors = (0..self.threads)
-            .map(|_| Reactor::builder().config(self.reactor.clone()).build())
-            .collect::<io::Result<Vec<_>>>()?;
-        let mut timers = Vec::with_capacity(reactors.len());
-        for r in &mut reactors {
-            let shared = Arc::new(TimerShared {
-                queue: OpQueue::new(1, 0),
-            });
-            r.add(TimerHandler {
-                shared: Arc::clone(&shared),
-                waker: None,
-                incoming: VecDeque::new(),
-                armed: Vec::new(),
-            })?;
-            timers.push(shared);
-        }
-        let loops = Arc::new(Loops {
-            handles: reactors.iter().map(Reactor::handle).collect(),
-            timers,
-            next: AtomicUsize::new(0),
-            dispatch: Delivery {
-                dispatch: self.dispatch,
-                chain: self.interceptors,
-            },
-            high_water: self.high_water,
-            low_water: self.low_water,
-        });
+        let delivery = Delivery {
+            on: self.complete_on,
+            chain: self.interceptors,
+        };
+        let (loops, group) = Loops::start(
+            self.threads,
+            &self.reactor,
+            delivery,
+            (self.high_water, self.low_water),
+        )?;
         Ok(Proactor {
             handle: ProactorHandle { loops },
-            group: ReactorGroup::spawn(reactors, "posa-proactor")?,
+            group,
         })
     }
 }
 
 /// Asynchronous operations on sockets, timers and files, completed by event-loop threads.
 /// See the [module docs](self). Operations are initiated through its [`ProactorHandle`]
-/// (`Deref`), which can be cloned and sent to any thread.
+/// (`Deref`), which can be cloned and sent to any thread. Dropping it shuts the loops down
+/// (no grace) and joins them, unless [`join`](Self::join) did.
 pub struct Proactor {
     handle: ProactorHandle,
-    /// The loop threads; dropping the group shuts them down (no grace) and joins them.
     group: ReactorGroup,
 }
 
@@ -1100,7 +235,7 @@ pub struct ProactorHandle {
 impl fmt::Debug for ProactorHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProactorHandle")
-            .field("loops", &self.loops.handles.len())
+            .field("loops", &self.loops.handles().len())
             .finish()
     }
 }
@@ -1132,25 +267,7 @@ impl ProactorHandle {
     /// Watches `listener` for accepts (on the first loop). Blocks until that loop has taken
     /// it: call it from outside the proactor's loops.
     pub fn listen(&self, listener: Listener) -> io::Result<Accepts> {
-        let shared = Arc::new(AcceptShared {
-            queue: OpQueue::new(1, 0),
-        });
-        let handler = AcceptHandler {
-            listener,
-            shared: Arc::clone(&shared),
-            waker: None,
-            waiting: VecDeque::new(),
-            loops: Arc::clone(&self.loops),
-        };
-        let added = self.loops.handles[0].add(handler);
-        match added.wait().into_result() {
-            Ok(_) => Ok(Accepts { shared }),
-            // The loop's own error (registration, the handler limit) comes through unchanged.
-            Err(act::Error::Failed(e)) => Err(e),
-            Err(_) => Err(io::Error::other(
-                "the proactor's loop stopped before the listener was attached",
-            )),
-        }
+        self.loops.listen(listener)
     }
 
     /// Connects to `addr` (one attempt, 10 s) and attaches the connection to a loop.
@@ -1166,98 +283,29 @@ impl ProactorHandle {
 
     /// Connects with retries and timeouts per `options`.
     pub fn connect_with(&self, addr: Addr, options: ConnectOptions) -> ConnectToken {
-        let target = self.loops.pick();
-        let handle = self.loops.handles[target].clone();
-        let loops = Arc::clone(&self.loops);
-        let peer = match &addr {
-            Addr::Tcp(a) => Peer::Tcp(*a),
-            Addr::Unix(_) => Peer::Unix,
-        };
-        let (c, token) = act::pair();
-        crate::net::connect(&handle, addr, options).on_complete(move |outcome| {
-            let result = match outcome.into_result() {
-                Ok(stream) => {
-                    let shared = loops.new_conn(peer);
-                    let handler = conn_handler(stream, Arc::clone(&shared));
-                    match handle.post(move |host| {
-                        let _ = host.add_boxed(Box::new(handler));
-                    }) {
-                        Ok(()) => Ok(Conn::new(shared)),
-                        Err(_) => Err(ConnectError::Shutdown),
-                    }
-                }
-                Err(act::Error::Failed(e)) => Err(e),
-                Err(_) => Err(ConnectError::Shutdown),
-            };
-            c.complete(result);
-        });
-        token
+        self.loops.connect(addr, options)
     }
 
     /// Completes after `after` (on a loop's timer queue). Dropping the token cancels it.
     pub fn timer(&self, after: Duration) -> TimerToken {
-        let shared = &self.loops.timers[self.loops.pick()];
-        let (c, token) = act::pair();
-        let weak = Arc::downgrade(shared);
-        c.on_cancel(move || {
-            if let Some(s) = weak.upgrade()
-                && let (_, Some(w)) = s.queue.waker()
-            {
-                w.wake();
-            }
-        });
-        match shared.queue.submit((after, c), 0) {
-            Ok(Some(w)) => {
-                w.wake();
-            }
-            Ok(None) => {}
-            Err(refused) => {
-                let (_, c) = refused.into_inner();
-                c.cancel(());
-            }
-        }
-        token
+        self.loops.timer(after)
     }
 
     /// Reads up to `buf.len()` bytes of `file` at `offset` (a positioned read, so appended
     /// data can be read while someone writes) on a loop thread: `Done { buf, n }`, 0 at end.
     pub fn read_file_at(&self, file: Arc<File>, offset: u64, buf: Vec<u8>) -> OpToken {
-        let (c, token) = act::pair_with_residue();
-        let dispatch = self.loops.dispatch.clone();
-        let job = move |_: &mut dyn crate::reactor::Host| {
-            let mut buf = buf;
-            if c.is_cancelled() {
-                dispatch.stop(c, buf, 0, io::ErrorKind::Interrupted);
-                return;
-            }
-            let result = loop {
-                match file.read_at(&mut buf, offset) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    other => break other,
-                }
-            };
-            let result = match result {
-                Ok(n) => Ok(Done { buf, n }),
-                Err(error) => Err(OpError { error, buf, n: 0 }),
-            };
-            dispatch.complete(c, result);
-        };
-        if let Err(refused) = self.loops.handles[self.loops.pick()].post(job) {
-            // The job owns the completer: dropping it unrun answers `Abandoned`.
-            drop(refused.into_inner());
-        }
-        token
+        self.loops.read_file_at(file, offset, buf)
     }
 
     /// Handles to the loops (first: where listeners live).
     pub fn handles(&self) -> &[ReactorHandle] {
-        &self.loops.handles
+        self.loops.handles()
     }
 
     /// Begins shutdown on every loop: outstanding reads are cancelled, queued writes get up to
     /// `grace` to go out, then every connection is closed.
     pub fn shutdown(&self, grace: Duration) {
-        for h in &self.loops.handles {
+        for h in self.loops.handles() {
             drop(h.shutdown(grace));
         }
     }
@@ -1266,8 +314,8 @@ impl ProactorHandle {
 impl fmt::Debug for Proactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Proactor")
-            .field("loops", &self.handle.loops.handles.len())
-            .field("dispatch", &self.handle.loops.dispatch.dispatch)
+            .field("loops", &self.handle.loops.handles().len())
+            .field("complete_on", &self.handle.loops.delivery.on)
             .finish()
     }
 }
@@ -1275,8 +323,10 @@ impl fmt::Debug for Proactor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::act::Outcome;
-    use std::io::Write as _;
+    use crate::act::{self, Outcome};
+    use crate::error::Refused;
+    use crate::pool::ThreadPool;
+    use std::io::{Read as _, Write as _};
 
     /// A proactor, a connection it accepted, and the blocking peer on the other end.
     fn pair(builder: Builder) -> (Proactor, Conn, std::net::TcpStream) {
@@ -1416,8 +466,8 @@ mod tests {
                     .unwrap(),
             )),
         ] {
-            let dispatch = pool.clone().map_or(Dispatch::Loop, Dispatch::Pool);
-            let (_p, conn, mut peer) = pair(Proactor::builder().dispatch(dispatch));
+            let on = pool.clone().map_or(CompleteOn::Loop, CompleteOn::Pool);
+            let (_p, conn, mut peer) = pair(Proactor::builder().complete_on(on));
             let (c, ran_on) = act::pair::<String, ()>();
             conn.read_some(vec![0; 4]).on_complete(move |_| {
                 let name = std::thread::current().name().unwrap_or("").to_owned();

@@ -1,0 +1,286 @@
+//! The caller's side of a proactor connection: [`Conn`] initiates operations from any thread
+//! and returns their tokens at once; the operations wait in the connection's [`OpQueue`] until
+//! its loop takes them.
+//!
+//! # Invariants
+//! - Each operation is answered exactly once: by the loop, by [`Conn::close`] (which takes
+//!   what is still queued out of the `OpQueue`), or here when the queue refuses it (closed
+//!   connection: `Cancelled`; full write queue: the buffer comes back in [`Refused::Full`]).
+//! - A cancel hook is registered before the operation becomes visible to the loop, so
+//!   dropping or cancelling a token always wakes the loop that holds the operation.
+//! - The last [`Conn`] clone to drop closes the connection.
+#![allow(
+    clippy::disallowed_types,
+    reason = "cancel hooks hold Weak references to connection state; loom has no Weak, and this state runs only on mio, never under loom (its cross-thread part, OpQueue, is modelled)"
+)]
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use super::delivery::Delivery;
+use super::ops::OpQueue;
+use super::{OpCompleter, OpToken};
+use crate::act;
+use crate::error::Refused;
+use crate::net::Peer;
+use crate::reactor::HandlerWaker;
+use std::sync::Arc;
+
+/// A read waiting for data.
+pub(super) struct ReadOp {
+    pub(super) buf: Vec<u8>,
+    /// Bytes read into `buf` so far.
+    pub(super) filled: usize,
+    /// Fill all of `buf` (`read_exact`), or complete with whatever came (`read_some`).
+    pub(super) exact: bool,
+    pub(super) timeout: Option<Duration>,
+    pub(super) c: OpCompleter,
+}
+
+/// An operation on the write side, kept in issue order.
+pub(super) enum WriteOp {
+    /// Write `buf[..len]`.
+    Write {
+        buf: Vec<u8>,
+        len: usize,
+        written: usize,
+        c: OpCompleter,
+    },
+    /// Shut down the writing side after every write before it.
+    Shutdown { c: OpCompleter },
+}
+
+/// One operation of a connection, as initiated.
+pub(super) enum Op {
+    Read(ReadOp),
+    Write(WriteOp),
+    /// Completes when the write queue is at its low-water mark.
+    Writable(OpCompleter),
+}
+
+impl WriteOp {
+    /// The bytes it holds against the write queue's high-water mark (at least 1 for a write,
+    /// so an empty write still counts; 0 for a shutdown).
+    pub(super) fn queued_bytes(&self) -> usize {
+        match self {
+            WriteOp::Write { len, .. } => (*len).max(1),
+            WriteOp::Shutdown { .. } => 0,
+        }
+    }
+
+    /// Stops it: cancelled (with its buffer) if nothing was written, else its partial result.
+    pub(super) fn stop(self, delivery: &Delivery, why: io::ErrorKind) {
+        match self {
+            WriteOp::Write {
+                buf, written, c, ..
+            } => delivery.stop(c, buf, written, why),
+            WriteOp::Shutdown { c } => delivery.stop(c, Vec::new(), 0, why),
+        }
+    }
+}
+
+impl ReadOp {
+    /// Stops it: cancelled (with its buffer) if nothing was read, else its partial result.
+    pub(super) fn stop(self, delivery: &Delivery, why: io::ErrorKind) {
+        delivery.stop(self.c, self.buf, self.filled, why);
+    }
+}
+
+impl Op {
+    fn completer(&self) -> &OpCompleter {
+        match self {
+            Op::Read(ReadOp { c, .. })
+            | Op::Write(WriteOp::Write { c, .. } | WriteOp::Shutdown { c })
+            | Op::Writable(c) => c,
+        }
+    }
+
+    /// Stops the operation: cancelled (with its buffer) or its partial result.
+    pub(super) fn stop(self, delivery: &Delivery, why: io::ErrorKind) {
+        match self {
+            Op::Read(r) => r.stop(delivery, why),
+            Op::Write(w) => w.stop(delivery, why),
+            Op::Writable(c) => delivery.stop(c, Vec::new(), 0, why),
+        }
+    }
+}
+
+/// What the caller's side and the loop's side of a connection share.
+pub(super) struct ConnShared {
+    pub(super) queue: OpQueue<Op, HandlerWaker>,
+    pub(super) peer: Peer,
+    pub(super) delivery: Delivery,
+}
+
+impl ConnShared {
+    /// Queues `op`; a refused operation comes back.
+    fn submit(self: &Arc<Self>, op: Op, write_bytes: usize) -> Result<(), Refused<Op>> {
+        // Registered before the op is visible to the loop: cancelling the token wakes the loop.
+        let weak = Arc::downgrade(self);
+        op.completer().on_cancel(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.wake();
+            }
+        });
+        let waker = self.queue.submit(op, write_bytes)?;
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    fn wake(&self) {
+        if let (_, Some(w)) = self.queue.waker() {
+            w.wake();
+        }
+    }
+
+    /// Closes the queue: what is still queued is answered here, and the loop is told.
+    fn close(&self) {
+        let (ops, waker) = self.queue.close();
+        for op in ops {
+            op.stop(&self.delivery, io::ErrorKind::NotConnected);
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// A connection driven by a [`Proactor`](super::Proactor): every call initiates an operation
+/// and returns at once with its token. Clones share the connection; when the last clone drops,
+/// it closes.
+#[derive(Clone)]
+pub struct Conn {
+    user: Arc<ConnUser>,
+}
+
+/// The users' share of a connection: dropping the last one closes it.
+struct ConnUser {
+    shared: Arc<ConnShared>,
+}
+
+impl Drop for ConnUser {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+impl Conn {
+    pub(super) fn new(shared: Arc<ConnShared>) -> Self {
+        Conn {
+            user: Arc::new(ConnUser { shared }),
+        }
+    }
+
+    /// Initiates `op`; a refused operation is answered here, on the initiating thread
+    /// (`Cancelled` with its buffer: the connection is closed).
+    fn initiate(&self, op: Op) {
+        if let Err(refused) = self.user.shared.submit(op, 0) {
+            refused
+                .into_inner()
+                .stop(&Delivery::default(), io::ErrorKind::NotConnected);
+        }
+    }
+
+    /// Reads what is there (at least 1 byte, at most `buf.len()`), or 0 at end of stream.
+    pub fn read_some(&self, buf: Vec<u8>) -> OpToken {
+        self.read(buf, false, None)
+    }
+
+    /// Like [`read_some`](Self::read_some), but fails with `TimedOut` (and the buffer) if nothing
+    /// arrives within `timeout` of the read starting.
+    pub fn read_some_timeout(&self, buf: Vec<u8>, timeout: Duration) -> OpToken {
+        self.read(buf, false, Some(timeout))
+    }
+
+    /// Fills all of `buf`; fails with `UnexpectedEof` (and what was read) if the stream ends
+    /// first.
+    pub fn read_exact(&self, buf: Vec<u8>) -> OpToken {
+        self.read(buf, true, None)
+    }
+
+    fn read(&self, buf: Vec<u8>, exact: bool, timeout: Option<Duration>) -> OpToken {
+        let (c, token) = act::pair_with_residue();
+        self.initiate(Op::Read(ReadOp {
+            buf,
+            filled: 0,
+            exact,
+            timeout,
+            c,
+        }));
+        token
+    }
+
+    /// Writes all of `buf`, after every write issued before it. Refused with the buffer back
+    /// when the connection's write queue is above its high-water mark (wait for
+    /// [`writable`](Self::writable)) or the connection is closed.
+    pub fn write_all(&self, buf: Vec<u8>) -> Result<OpToken, Refused<Vec<u8>>> {
+        let len = buf.len();
+        self.write_all_prefix(buf, len)
+    }
+
+    /// Writes `buf[..len]` (a read's buffer can go straight back out), handing back all of
+    /// `buf`.
+    pub fn write_all_prefix(&self, buf: Vec<u8>, len: usize) -> Result<OpToken, Refused<Vec<u8>>> {
+        let len = len.min(buf.len());
+        let (c, token) = act::pair_with_residue();
+        let op = WriteOp::Write {
+            buf,
+            len,
+            written: 0,
+            c,
+        };
+        let bytes = op.queued_bytes();
+        match self.user.shared.submit(Op::Write(op), bytes) {
+            Ok(()) => Ok(token),
+            Err(refused) => {
+                // Nobody will wait for the refused write: its completer and token just go.
+                drop(token);
+                Err(refused.map(|op| match op {
+                    Op::Write(WriteOp::Write { buf, .. }) => buf,
+                    _ => Vec::new(),
+                }))
+            }
+        }
+    }
+
+    /// Completes when the write queue has drained to its low-water mark (at once if it is).
+    pub fn writable(&self) -> OpToken {
+        let (c, token) = act::pair_with_residue();
+        self.initiate(Op::Writable(c));
+        token
+    }
+
+    /// Shuts down the writing side once every write issued before has gone out.
+    pub fn shutdown_write(&self) -> OpToken {
+        let (c, token) = act::pair_with_residue();
+        self.initiate(Op::Write(WriteOp::Shutdown { c }));
+        token
+    }
+
+    /// Closes the connection: every outstanding operation is answered (cancelled, or its
+    /// partial result), later ones are refused.
+    pub fn close(&self) {
+        self.user.shared.close();
+    }
+
+    /// Bytes of writes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.user.shared.queue.queued_bytes()
+    }
+
+    /// Who is on the other end.
+    pub fn peer(&self) -> Peer {
+        self.user.shared.peer
+    }
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("peer", &self.user.shared.peer)
+            .finish()
+    }
+}
