@@ -40,16 +40,19 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Registry};
 
+use super::context::TimerAccess;
+use super::handle::{ReportState, Shared, publish_report};
 use super::serial::{Finish, SerialCell, Work};
 use super::table::Table;
+use super::turn::{self, timed_upcall};
 use super::{
     CloseReason, Config, Context, EventHandler, HandlerId, Host, Job, Mailbox, Phase,
-    ReactorHandle, Readiness, ReportState, Shared, ShutdownReport, TimerAccess, TimerId,
-    TimerQueue, WAKE_TOKEN, panic_message, publish_report, timed_upcall,
+    ReactorHandle, Readiness, ShutdownReport, TimerId, TimerQueue, WAKE_TOKEN,
 };
 use crate::clock::{Clock, SystemClock};
+use crate::panic_message;
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, thread};
 
 type Cell = SerialCell<Box<dyn EventHandler>>;
 
@@ -155,7 +158,7 @@ impl LeaderFollowers {
         let helpers = (1..self.threads)
             .map(|i| {
                 let lf = Arc::clone(&self.lf);
-                std::thread::Builder::new()
+                thread::Builder::new()
                     .name(format!("posa-lf-{i}"))
                     .spawn(move || lf.worker())
             })
@@ -448,35 +451,18 @@ impl Lf {
                     return Ok(());
                 }
                 let now = self.clock.now();
-                let mut timeout = self
-                    .timers
-                    .lock()
-                    .next_deadline()
-                    .map(|d| d.saturating_duration_since(now));
-                if !local.again.is_empty() || self.handle.shared.mailbox.is_notified() {
-                    timeout = Some(Duration::ZERO);
-                }
-                if let Some(deadline) = *self.drain_deadline.lock() {
-                    let left = deadline.saturating_duration_since(now);
-                    timeout = Some(timeout.map_or(left, |t| t.min(left)));
-                }
+                let busy = !local.again.is_empty() || self.handle.shared.mailbox.is_notified();
+                let next_timer = self.timers.lock().next_deadline();
+                let timeout =
+                    turn::wait_timeout(now, next_timer, busy, *self.drain_deadline.lock());
                 let side = &mut *side;
-                match side.poll.poll(&mut side.events, timeout) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => side.events.clear(),
+                match turn::poll_ready(&mut side.poll, &mut side.events, timeout, &mut local.ready)
+                {
+                    Ok(w) => woken = w,
                     Err(e) => {
                         self.stopping.store(true, Ordering::Release);
                         self.wake();
                         return Err(e);
-                    }
-                }
-                for event in side.events.iter() {
-                    if event.token() == WAKE_TOKEN {
-                        woken = true;
-                    } else {
-                        local
-                            .ready
-                            .push((HandlerId(event.token()), Readiness::from_event(event)));
                     }
                 }
             } // promote a follower: the next thread takes the poll while this one dispatches
@@ -490,20 +476,14 @@ impl Lf {
 
             if woken || self.handle.shared.mailbox.is_notified() {
                 let mut jobs = std::mem::take(&mut local.jobs);
-                self.handle
-                    .shared
-                    .mailbox
-                    .take_batch(self.config.post_budget, &mut jobs);
-                for job in jobs.drain(..) {
-                    let mut host = LfHost {
-                        lf: self,
-                        local: &mut local,
-                    };
-                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job(&mut host))) {
-                        self.panics.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(panic = %panic_message(&*panic), "posa leader/followers: posted job panicked");
-                    }
-                }
+                let mut host = LfHost {
+                    lf: self,
+                    local: &mut local,
+                };
+                let budget = self.config.post_budget;
+                let (_, panics) =
+                    turn::run_jobs(&self.handle.shared.mailbox, budget, &mut jobs, &mut host);
+                self.panics.fetch_add(panics, Ordering::Relaxed);
                 local.jobs = jobs;
             }
 
