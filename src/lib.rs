@@ -25,7 +25,7 @@ pub mod clock;
 pub mod error;
 pub mod half_sync;
 pub mod intercept;
-pub mod load;
+
 pub mod monitor;
 pub mod net;
 pub mod pool;

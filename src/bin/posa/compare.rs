@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use posa::load::{self, LoadConfig};
+use crate::load::{self, LoadConfig};
 
 /// Every model `posa compare` knows, in its default order.
 pub fn all_models() -> Vec<String> {

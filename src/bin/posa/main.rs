@@ -5,6 +5,7 @@
 
 mod baselines;
 mod compare;
+mod load;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -67,14 +68,14 @@ struct Workload {
 }
 
 impl Workload {
-    fn config(&self, addr: std::net::SocketAddr) -> Result<posa::load::LoadConfig, String> {
+    fn config(&self, addr: std::net::SocketAddr) -> Result<load::LoadConfig, String> {
         if self.size == 0 || self.conns == 0 || self.pipeline == 0 {
             return Err("--size, --conns and --pipeline must be at least 1".into());
         }
         if self.conns > 10_000 || self.pipeline > 1024 || self.size > 16 << 20 {
             return Err("at most 10000 connections, 1024 in flight, 16 MiB messages".into());
         }
-        Ok(posa::load::LoadConfig {
+        Ok(load::LoadConfig {
             addr,
             conns: self.conns,
             size: self.size,
@@ -454,8 +455,8 @@ fn run_load(args: LoadArgs) -> Result<(), String> {
     let config = args.workload.config(args.addr)?;
     let stop = Arc::new(AtomicBool::new(false));
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop));
-    let report = posa::load::run(&config, &stop, |_| {})
-        .map_err(|e| format!("cannot load {}: {e}", args.addr))?;
+    let report =
+        load::run(&config, &stop, |_| {}).map_err(|e| format!("cannot load {}: {e}", args.addr))?;
     if args.json {
         println!("{}", report.json());
     } else {
