@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use posa::intercept::ready::{Metrics, Tracing};
 use posa::intercept::{Chain, Interceptor};
+use posa::intercept::{Metrics, Tracing};
 use posa::server::Model;
 
 #[path = "common/echo_client.rs"]

@@ -47,7 +47,7 @@ pub type CallToken<T> = Token<T, RunError>;
 trait Request<S>: Send {
     /// The guard holds (or panicked: then `run` answers with the panic and skips the method).
     fn ready(&self, servant: &S) -> bool;
-    fn run(self: Box<Self>, servant: &mut S) -> crate::intercept::Outcome;
+    fn run(self: Box<Self>, servant: &mut S) -> crate::intercept::Ended;
     fn cancel(self: Box<Self>);
     /// Answers without running (an interceptor refused it).
     fn refuse(self: Box<Self>, error: RunError);
@@ -84,8 +84,8 @@ where
         }
     }
 
-    fn run(self: Box<Self>, servant: &mut S) -> crate::intercept::Outcome {
-        use crate::intercept::Outcome;
+    fn run(self: Box<Self>, servant: &mut S) -> crate::intercept::Ended {
+        use crate::intercept::Ended;
         let Call {
             f,
             completer,
@@ -94,18 +94,18 @@ where
         } = *self;
         if let Some(msg) = guard_panic.into_inner() {
             completer.complete(Err(RunError::Panicked(msg)));
-            return Outcome::Panicked;
+            return Ended::Panicked;
         }
         if completer.is_cancelled() {
             completer.cancel(()); // the caller gave up before it ran
-            return Outcome::Ok;
+            return Ended::Ok;
         }
         let result = catch_unwind(AssertUnwindSafe(|| f(servant)))
             .map_err(|p| RunError::Panicked(crate::panic_message(&*p)));
         let outcome = if result.is_ok() {
-            Outcome::Ok
+            Ended::Ok
         } else {
-            Outcome::Panicked
+            Ended::Panicked
         };
         completer.complete(result);
         outcome

@@ -74,6 +74,19 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock shared by the threads and timers that read it: what the reactor, Leader/Followers
+/// and the interceptors take. A plain `std::sync::Arc` on purpose: a clock is a trait object
+/// that is only read, and loom's `Arc` cannot hold an unsized value.
+#[allow(clippy::disallowed_types, reason = "see SharedClock's docs")]
+pub type SharedClock = std::sync::Arc<dyn Clock>;
+
+/// `clock` as a [`SharedClock`].
+#[allow(clippy::disallowed_types, reason = "see SharedClock's docs")]
+pub fn shared(clock: impl Clock + 'static) -> SharedClock {
+    std::sync::Arc::new(clock)
+}
+
+#[allow(clippy::disallowed_types, reason = "see SharedClock's docs")]
 impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
     fn now(&self) -> Instant {
         (**self).now()

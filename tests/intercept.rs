@@ -9,10 +9,10 @@ use std::time::Duration;
 use posa::act::Outcome;
 use posa::active::ActiveObject;
 use posa::clock::ManualClock;
-use posa::intercept::ready::{
+use posa::intercept::{
     BreakerState, Bulkhead, Causal, CircuitBreaker, Deadline, Metrics, RateLimit,
 };
-use posa::intercept::{Chain, Dispatch, Interceptor, Outcome as Ended, Point, Reason};
+use posa::intercept::{Chain, Dispatch, Ended, Interceptor, Point, Reason};
 use posa::net::{Addr, ConnectError, ConnectOptions, connect};
 use posa::pool::{JobOptions, ThreadPool};
 use posa::reactor::Reactor;

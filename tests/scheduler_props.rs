@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use posa::pool::{Deadline, Fifo, JobMeta, Lifo, Priority, Queued, Scheduler};
+use posa::pool::{EarliestDeadline, Fifo, JobMeta, Lifo, Priority, Queued, Scheduler};
 use proptest::prelude::*;
 
 fn jobs() -> impl Strategy<Value = Vec<(u8, Option<u16>)>> {
@@ -45,7 +45,7 @@ proptest! {
         }
         prop_assert_eq!(by_priority.len(), spec.len());
 
-        let by_deadline = fill(Deadline::default(), t0, &spec);
+        let by_deadline = fill(EarliestDeadline::default(), t0, &spec);
         let key = |m: &JobMeta| (m.deadline.is_none(), m.deadline, m.seq);
         for w in by_deadline.windows(2) {
             prop_assert!(key(&w[0]) < key(&w[1]), "EDF order broken: {:?} before {:?}", w[0], w[1]);

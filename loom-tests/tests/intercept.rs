@@ -6,8 +6,8 @@ use std::sync::Arc as StdArc;
 use std::time::Duration;
 
 use posa::clock::ManualClock;
-use posa::intercept::ready::{BreakerState, CircuitBreaker, RateLimit};
-use posa::intercept::{Dispatch, Interceptor, Outcome, Point};
+use posa::intercept::{BreakerState, CircuitBreaker, RateLimit};
+use posa::intercept::{Dispatch, Ended, Interceptor, Point};
 use posa::sync::{Arc, thread};
 
 #[test]
@@ -42,7 +42,7 @@ fn a_half_open_breaker_lets_exactly_one_probe_through() {
         );
         let d = Dispatch::new(Point::Connect, 0);
         breaker.before(&d).unwrap();
-        breaker.after(&d, Outcome::Error, Duration::ZERO); // opens
+        breaker.after(&d, Ended::Error, Duration::ZERO); // opens
         clock.advance(Duration::from_secs(1)); // cool-down over: half-open
         // Probes in flight at once: a dispatch counts itself between `before` and `after`.
         let probing = Arc::new(AtomicUsize::new(0));
@@ -57,7 +57,7 @@ fn a_half_open_breaker_lets_exactly_one_probe_through() {
                 "two dispatches let through at once"
             );
             probing.fetch_sub(1, SeqCst);
-            breaker.after(&d, Outcome::Ok, Duration::ZERO);
+            breaker.after(&d, Ended::Ok, Duration::ZERO);
             true
         };
         let other = {

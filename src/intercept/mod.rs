@@ -11,20 +11,20 @@
 //!   `Refused::Rejected` with the job back, a connect fails with `ConnectError::Rejected`, an
 //!   accepted connection is closed cleanly, a reactor upcall is skipped). Completions cannot be
 //!   refused (that would lose them): there, `before` is advisory.
-//! - `after` sees the [`Outcome`] (ok, error, panicked, rejected) and the duration. When an
+//! - `after` sees the [`Ended`] (ok, error, panicked, rejected) and the duration. When an
 //!   interceptor rejects, those before it in the chain get `after(Rejected)`, so a bulkhead's
 //!   count is given back.
 //! - An empty chain is a `None`: the dispatch paths test one pointer and skip everything else.
 //!
-//! Ready-made ([`ready`]): [`Tracing`](ready::Tracing), [`Metrics`](ready::Metrics),
-//! [`RateLimit`](ready::RateLimit) (token bucket, global or per peer),
-//! [`Bulkhead`](ready::Bulkhead), [`CircuitBreaker`](ready::CircuitBreaker),
-//! [`Deadline`](ready::Deadline), [`Causal`](ready::Causal) (hybrid-logical-clock stamps
+//! Ready-made, a file each: [`Tracing`], [`Metrics`],
+//! [`RateLimit`] (token bucket, global or per peer),
+//! [`Bulkhead`], [`CircuitBreaker`],
+//! [`Deadline`], [`Causal`] (hybrid-logical-clock stamps
 //! carried across pool jobs, so a trace can be ordered by happened-before).
 //!
 //! ```
 //! use std::sync::Arc;
-//! use posa::intercept::{Chain, ready::{Bulkhead, Metrics}, Point};
+//! use posa::intercept::{Bulkhead, Chain, Metrics, Point};
 //! use posa::pool::ThreadPool;
 //! use posa::RunError;
 //!
@@ -36,12 +36,31 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-pub mod ready;
+mod bulkhead;
+mod causal;
+mod circuit_breaker;
+mod deadline;
+mod metrics;
+mod rate_limit;
+mod trace;
+
+pub use bulkhead::Bulkhead;
+pub use causal::Causal;
+pub use circuit_breaker::{BreakerState, CircuitBreaker};
+pub use deadline::Deadline;
+pub use metrics::{Metrics, MetricsSnapshot, PointStats};
+pub use rate_limit::RateLimit;
+pub use trace::Tracing;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[allow(
+    clippy::disallowed_types,
+    reason = "the chain is a shared slice of trait objects, which loom's Arc cannot hold; it is immutable once built"
+)]
+use std::sync::Arc;
 
 /// Where a dispatch happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -112,7 +131,7 @@ pub struct Dispatch {
     /// When it must have started by, where one was given.
     pub deadline: Option<Instant>,
     /// A hybrid-logical-clock stamp carried from where the work was submitted
-    /// ([`ready::Causal`]), packed as in [`HlcTimestamp::to_u64`](crate::clock::HlcTimestamp).
+    /// ([`Causal`]), packed as in [`HlcTimestamp::to_u64`](crate::clock::HlcTimestamp).
     pub stamp: Option<u64>,
 }
 
@@ -132,9 +151,14 @@ impl Dispatch {
 
 pub use crate::error::{Reason, Rejection};
 
+/// `true` if an interceptor configured for `points` (`None`: every point) applies at `p`.
+fn applies(points: &Option<Vec<Point>>, p: Point) -> bool {
+    points.as_ref().is_none_or(|ps| ps.contains(&p))
+}
+
 /// How a dispatch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Ended {
     /// It ran and succeeded.
     Ok,
     /// It ran and failed (an error result, a failed connect attempt).
@@ -157,11 +181,11 @@ pub trait Interceptor: Send + Sync + 'static {
     }
 
     /// After the dispatch (or after a rejection by a later interceptor).
-    fn after(&self, dispatch: &Dispatch, outcome: Outcome, took: Duration) {
+    fn after(&self, dispatch: &Dispatch, outcome: Ended, took: Duration) {
         let _ = (dispatch, outcome, took);
     }
 
-    /// A stamp to carry with work submitted now (see [`ready::Causal`]); `None` by default.
+    /// A stamp to carry with work submitted now (see [`Causal`]); `None` by default.
     fn stamp(&self) -> Option<u64> {
         None
     }
@@ -202,7 +226,7 @@ impl Chain {
         for (i, icp) in list.iter().enumerate() {
             if let Err(rejection) = icp.before(dispatch) {
                 for passed in list[..i].iter().rev() {
-                    passed.after(dispatch, Outcome::Rejected, Duration::ZERO);
+                    passed.after(dispatch, Ended::Rejected, Duration::ZERO);
                 }
                 return Err(rejection);
             }
@@ -211,7 +235,7 @@ impl Chain {
     }
 
     /// Runs every `after`, in reverse order.
-    pub fn after(&self, dispatch: &Dispatch, outcome: Outcome, took: Duration) {
+    pub fn after(&self, dispatch: &Dispatch, outcome: Ended, took: Duration) {
         if let Some(list) = &self.0 {
             for icp in list.iter().rev() {
                 icp.after(dispatch, outcome, took);
@@ -228,7 +252,7 @@ impl Chain {
     pub fn around<R>(
         &self,
         dispatch: &Dispatch,
-        run: impl FnOnce() -> (R, Outcome),
+        run: impl FnOnce() -> (R, Ended),
     ) -> Result<R, Rejection> {
         if self.is_empty() {
             return Ok(run().0);
@@ -273,7 +297,7 @@ mod tests {
                 Ok(())
             }
         }
-        fn after(&self, _: &Dispatch, outcome: Outcome, _: Duration) {
+        fn after(&self, _: &Dispatch, outcome: Ended, _: Duration) {
             self.1
                 .lock()
                 .unwrap()
@@ -289,14 +313,14 @@ mod tests {
                 .with(Log("a", log.clone(), false))
                 .with(Log("b", log.clone(), false));
         let d = Dispatch::new(Point::PoolJob, 1);
-        assert_eq!(chain.around(&d, || (7, Outcome::Ok)), Ok(7));
+        assert_eq!(chain.around(&d, || (7, Ended::Ok)), Ok(7));
         assert_eq!(
             *log.lock().unwrap(),
             ["a before", "b before", "b after Ok", "a after Ok"]
         );
         log.lock().unwrap().clear();
         let chain = chain.with(Log("c", log.clone(), true));
-        let err = chain.around(&d, || (0, Outcome::Ok)).unwrap_err();
+        let err = chain.around(&d, || (0, Ended::Ok)).unwrap_err();
         assert_eq!(err, Rejection::new("c", Reason::Overloaded));
         assert_eq!(
             *log.lock().unwrap(),

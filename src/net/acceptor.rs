@@ -106,7 +106,7 @@ impl<F: ServiceFactory> Acceptor<F> {
 
     /// `true` if the chain lets this connection in.
     fn admitted(&self, peer: &Peer) -> bool {
-        use crate::intercept::{Dispatch, Outcome, Point};
+        use crate::intercept::{Dispatch, Ended, Point};
         if self.chain.is_empty() {
             return true;
         }
@@ -116,7 +116,7 @@ impl<F: ServiceFactory> Acceptor<F> {
         }
         match self.chain.before(&d) {
             Ok(()) => {
-                self.chain.after(&d, Outcome::Ok, Duration::ZERO);
+                self.chain.after(&d, Ended::Ok, Duration::ZERO);
                 true
             }
             Err(why) => {

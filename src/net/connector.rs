@@ -203,7 +203,7 @@ impl Connect {
     }
 
     /// Tells the interceptors how the watched attempt ended.
-    fn observed(&mut self, outcome: crate::intercept::Outcome) {
+    fn observed(&mut self, outcome: crate::intercept::Ended) {
         if let Some((d, started)) = self.watched.take() {
             self.options
                 .interceptors
@@ -246,7 +246,7 @@ impl Connect {
     }
 
     fn failed(&mut self, e: io::Error, cx: &mut Context<'_>) {
-        self.observed(crate::intercept::Outcome::Error);
+        self.observed(crate::intercept::Ended::Error);
         self.drop_stream(cx);
         if self.attempts >= self.options.attempts.max(1) || !retryable(&e) {
             let attempts = self.attempts;
@@ -325,7 +325,7 @@ impl EventHandler for Connect {
                 };
                 // Hand the stream over unregistered: its new owner registers it its own way.
                 let _ = cx.deregister(&mut s);
-                self.observed(crate::intercept::Outcome::Ok);
+                self.observed(crate::intercept::Ended::Ok);
                 self.finish(Ok(s), cx);
             }
             (Ok(Some(e)), _) | (Err(e), _) => self.failed(e, cx),
@@ -338,7 +338,7 @@ impl EventHandler for Connect {
         match self.wait {
             Some(Wait::Connecting(t)) if t == timer => {
                 self.wait = None;
-                self.observed(crate::intercept::Outcome::Error);
+                self.observed(crate::intercept::Ended::Error);
                 self.drop_stream(cx);
                 if self.attempts >= self.options.attempts.max(1) {
                     let attempts = self.attempts;
@@ -360,7 +360,7 @@ impl EventHandler for Connect {
     }
 
     fn close(&mut self, _: &CloseReason, cx: &mut Context<'_>) {
-        self.observed(crate::intercept::Outcome::Rejected); // cut short: neither ok nor failed
+        self.observed(crate::intercept::Ended::Rejected); // cut short: neither ok nor failed
         self.drop_stream(cx);
         if let Some(c) = self.completer.take() {
             if c.is_cancelled() {

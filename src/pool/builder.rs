@@ -99,7 +99,7 @@ impl Builder {
     }
 
     /// An ordered scheduling strategy shared by all workers: [`Fifo`], [`Lifo`], [`Priority`],
-    /// [`Deadline`] or your own.
+    /// [`EarliestDeadline`] or your own.
     pub fn scheduler(mut self, scheduler: impl Scheduler<Job> + 'static) -> Self {
         self.scheduler = Some(Box::new(scheduler));
         self

@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use crate::act::{self, Completer};
-use crate::intercept::Outcome;
+use crate::intercept::Ended;
 use crate::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use crate::sync::{Arc, Mutex};
 
@@ -127,14 +127,14 @@ impl<T: Send + 'static> Wake for FutureTask<T> {
 struct PollTask<T>(std::sync::Arc<FutureTask<T>>);
 
 impl<T: Send + 'static> Task for PollTask<T> {
-    fn run(self: Box<Self>, stats: &Stats) -> Outcome {
+    fn run(self: Box<Self>, stats: &Stats) -> Ended {
         let task = self.0;
         task.state.store(RUNNING, SeqCst);
         let waker = Waker::from(std::sync::Arc::clone(&task));
         let polled = {
             let mut slot = task.slot.lock();
             let Some((future, _)) = slot.as_mut() else {
-                return Outcome::Ok; // finished or cancelled elsewhere
+                return Ended::Ok; // finished or cancelled elsewhere
             };
             catch_unwind(AssertUnwindSafe(|| {
                 future.as_mut().poll(&mut Context::from_waker(&waker))
@@ -146,7 +146,7 @@ impl<T: Send + 'static> Task for PollTask<T> {
                     stats.completed.incr();
                     completer.complete(Ok(value));
                 }
-                Outcome::Ok
+                Ended::Ok
             }
             Err(panic) => {
                 if let Some(completer) = task.finish() {
@@ -154,7 +154,7 @@ impl<T: Send + 'static> Task for PollTask<T> {
                     let msg = crate::panic_message(&*panic);
                     completer.complete(Err(RunError::Panicked(msg)));
                 }
-                Outcome::Panicked
+                Ended::Panicked
             }
             Ok(Poll::Pending) => {
                 if task
@@ -166,7 +166,7 @@ impl<T: Send + 'static> Task for PollTask<T> {
                     task.state.store(SCHEDULED, SeqCst);
                     schedule(task);
                 }
-                Outcome::Ok
+                Ended::Ok
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::error::RunError;
 pub(super) trait Task: Send {
     /// Runs the task; counts it in `stats` *before* answering its token, so whoever waits on
     /// the token sees the count.
-    fn run(self: Box<Self>, stats: &stats::Stats) -> crate::intercept::Outcome;
+    fn run(self: Box<Self>, stats: &stats::Stats) -> crate::intercept::Ended;
     fn cancel(self: Box<Self>);
     /// Answers the token with `error` without running (an interceptor refused it).
     fn refuse(self: Box<Self>, error: RunError);
@@ -30,18 +30,18 @@ pub(super) struct TaskImpl<F, T> {
 }
 
 impl<F: FnOnce() -> T + Send, T: Send> Task for TaskImpl<F, T> {
-    fn run(self: Box<Self>, stats: &stats::Stats) -> crate::intercept::Outcome {
+    fn run(self: Box<Self>, stats: &stats::Stats) -> crate::intercept::Ended {
         let TaskImpl { f, completer } = *self;
         match catch_unwind(AssertUnwindSafe(f)) {
             Ok(value) => {
                 stats.completed.incr();
                 completer.complete(Ok(value));
-                crate::intercept::Outcome::Ok
+                crate::intercept::Ended::Ok
             }
             Err(p) => {
                 stats.panicked.incr();
                 completer.complete(Err(RunError::Panicked(crate::panic_message(&*p))));
-                crate::intercept::Outcome::Panicked
+                crate::intercept::Ended::Panicked
             }
         }
     }

@@ -11,7 +11,7 @@
 //!   the injector first, so jobs that keep re-submitting each other cannot starve work from
 //!   outside for more than that many jobs.
 //! - an **ordered** [`Scheduler`] ([`Builder::scheduler`]): [`Fifo`], [`Lifo`], [`Priority`]
-//!   (strict, with optional aging) or [`Deadline`] (earliest deadline first), one queue shared by
+//!   (strict, with optional aging) or [`EarliestDeadline`], one queue shared by
 //!   all workers under a lock, so every worker always takes the globally best job. That is how
 //!   stealing never inverts priorities here (rayon#957): ordered pools do not steal, and the
 //!   stealing pool has no priorities to invert. There is no "run next" slot in either.
@@ -68,7 +68,7 @@ mod worker;
 
 pub use builder::Builder;
 pub use job::Job;
-pub use scheduler::{Deadline, Fifo, JobMeta, Lifo, Priority, Queued, Scheduler};
+pub use scheduler::{EarliestDeadline, Fifo, JobMeta, Lifo, Priority, Queued, Scheduler};
 pub use stats::{Latency, PoolStats, Running};
 
 use std::fmt;
@@ -121,7 +121,7 @@ pub enum Shutdown {
 pub struct JobOptions {
     /// Priority for [`Priority`] (higher first).
     pub priority: u8,
-    /// Deadline for [`Deadline`] (earlier first).
+    /// Deadline for [`EarliestDeadline`] (earlier first).
     pub deadline: Option<Instant>,
 }
 
@@ -467,7 +467,7 @@ mod tests {
             order_of(p, g, vec![(pr(0), 1), (pr(3), 2), (pr(1), 3), (pr(3), 4)]),
             vec![2, 4, 3, 1]
         );
-        let (p, g, _held) = gated(Deadline::default());
+        let (p, g, _held) = gated(EarliestDeadline::default());
         let t0 = Instant::now() + Duration::from_secs(60);
         let dl = |ms| JobOptions::deadline(t0 + Duration::from_millis(ms));
         assert_eq!(

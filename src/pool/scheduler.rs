@@ -14,7 +14,7 @@ pub struct JobMeta {
     pub seq: u64,
     /// Priority: higher runs first under [`Priority`] (0 is the lowest).
     pub priority: u8,
-    /// Deadline: earlier runs first under [`Deadline`].
+    /// EarliestDeadline: earlier runs first under [`EarliestDeadline`].
     pub deadline: Option<Instant>,
     /// When it was queued (exact when the pool times jobs or the scheduler
     /// [`uses_time`](Scheduler::uses_time); otherwise the pool's start, to keep the clock out
@@ -191,23 +191,23 @@ impl<J> Ord for ByDue<J> {
 /// Earliest deadline first (scheduling by timestamp): the job with the earliest deadline runs
 /// first; equal deadlines run in submission order; jobs without a deadline run after every job
 /// that has one, in submission order.
-pub struct Deadline<J>(BinaryHeap<ByDue<J>>);
+pub struct EarliestDeadline<J>(BinaryHeap<ByDue<J>>);
 
-impl<J> Default for Deadline<J> {
+impl<J> Default for EarliestDeadline<J> {
     fn default() -> Self {
         Self(BinaryHeap::new())
     }
 }
 
-impl<J> fmt::Debug for Deadline<J> {
+impl<J> fmt::Debug for EarliestDeadline<J> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Deadline")
+        f.debug_struct("EarliestDeadline")
             .field("len", &self.0.len())
             .finish()
     }
 }
 
-impl<J: Send> Scheduler<J> for Deadline<J> {
+impl<J: Send> Scheduler<J> for EarliestDeadline<J> {
     fn push(&mut self, job: Queued<J>) {
         let due = job.meta.deadline.map_or(Due::Never, Due::At);
         self.0.push(ByDue {

@@ -89,7 +89,7 @@ impl Inner {
         &self,
         options: &JobOptions,
     ) -> Result<Option<Box<crate::intercept::Dispatch>>, crate::intercept::Rejection> {
-        use crate::intercept::{Dispatch, Outcome, Point};
+        use crate::intercept::{Dispatch, Ended, Point};
         if self.chain.is_empty() {
             return Ok(None);
         }
@@ -98,7 +98,7 @@ impl Inner {
         d.deadline = options.deadline;
         d.stamp = self.chain.stamp();
         self.chain.before(&d)?;
-        self.chain.after(&d, Outcome::Ok, Duration::ZERO);
+        self.chain.after(&d, Ended::Ok, Duration::ZERO);
         d.point = Point::PoolJob;
         Ok(Some(Box::new(d)))
     }

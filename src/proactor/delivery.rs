@@ -82,7 +82,7 @@ impl Delivery {
         }
         let chain = self.chain.clone();
         self.on.run(move || {
-            use crate::intercept::{Dispatch, Outcome, Point};
+            use crate::intercept::{Dispatch, Ended, Point};
             let d = Dispatch::new(Point::ProactorCompletion, 0);
             if let Err(why) = chain.before(&d) {
                 tracing::debug!(%why, "proactor: an interceptor refused a completion; delivered anyway");
@@ -91,7 +91,7 @@ impl Delivery {
             }
             let started = std::time::Instant::now();
             deliver();
-            chain.after(&d, Outcome::Ok, started.elapsed());
+            chain.after(&d, Ended::Ok, started.elapsed());
         });
     }
 

@@ -14,7 +14,7 @@ use super::{
     EventHandler, HandlerId, HandlerWaker, MissedTicks, ReactorHandle, Readiness, TimerId,
     TimerQueue,
 };
-use crate::clock::Clock;
+use crate::clock::SharedClock;
 use crate::sync::Mutex;
 
 /// The pieces of a reactor an upcall may touch, split from the handler table.
@@ -24,7 +24,7 @@ pub(super) struct Core {
     pub(super) spawned: Vec<Box<dyn EventHandler>>,
     pub(super) again: Vec<(HandlerId, Readiness)>,
     pub(super) handle: ReactorHandle,
-    pub(super) clock: std::sync::Arc<dyn Clock>,
+    pub(super) clock: SharedClock,
     pub(super) draining: bool,
 }
 

@@ -19,7 +19,7 @@ use super::{
     CloseReason, Config, Context, EventHandler, HandlerId, Host, Job, Mailbox, Phase,
     ReactorHandle, Readiness, ShutdownReport, Stats, TimerQueue, WAKE_TOKEN,
 };
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::panic_message;
 use crate::sync::{Arc, Mutex};
 
@@ -27,7 +27,7 @@ use crate::sync::{Arc, Mutex};
 #[derive(Default)]
 pub struct Builder {
     config: Config,
-    clock: Option<std::sync::Arc<dyn Clock>>,
+    clock: Option<SharedClock>,
 }
 
 impl Builder {
@@ -39,7 +39,7 @@ impl Builder {
 
     /// Sets the clock timers run on (a [`ManualClock`](crate::clock::ManualClock) in tests;
     /// after advancing it, post a job to wake the loop).
-    pub fn clock(mut self, clock: std::sync::Arc<dyn Clock>) -> Self {
+    pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
         self
     }
@@ -56,7 +56,7 @@ impl Builder {
         });
         let clock = self
             .clock
-            .unwrap_or_else(|| std::sync::Arc::new(SystemClock));
+            .unwrap_or_else(|| crate::clock::shared(SystemClock));
         Ok(Reactor {
             events: Events::with_capacity(self.config.event_budget.max(1)),
             poll,

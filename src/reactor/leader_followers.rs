@@ -49,7 +49,7 @@ use super::{
     CloseReason, Config, Context, EventHandler, HandlerId, Host, Job, Mailbox, Phase,
     ReactorHandle, Readiness, ShutdownReport, TimerId, TimerQueue, WAKE_TOKEN,
 };
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::panic_message;
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex, thread};
@@ -76,7 +76,7 @@ struct Lf {
     table: Mutex<Table<Arc<Cell>>>,
     timers: Mutex<TimerQueue<HandlerId>>,
     handle: ReactorHandle,
-    clock: std::sync::Arc<dyn Clock>,
+    clock: SharedClock,
     config: Config,
     draining: AtomicBool,
     stopping: AtomicBool,
@@ -97,15 +97,15 @@ pub struct LeaderFollowers {
 impl LeaderFollowers {
     /// A pool of `threads` (at least 1) with the default [`Config`] on the system clock.
     pub fn new(threads: usize) -> io::Result<Self> {
-        Self::with_config(threads, Config::default(), std::sync::Arc::new(SystemClock))
+        Self::with_config(
+            threads,
+            Config::default(),
+            crate::clock::shared(SystemClock),
+        )
     }
 
     /// A pool with custom budgets and clock.
-    pub fn with_config(
-        threads: usize,
-        config: Config,
-        clock: std::sync::Arc<dyn Clock>,
-    ) -> io::Result<Self> {
+    pub fn with_config(threads: usize, config: Config, clock: SharedClock) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKE_TOKEN)?;
         let registry = poll.registry().try_clone()?;

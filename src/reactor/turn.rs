@@ -88,7 +88,7 @@ pub(super) fn timed_upcall(
     config: &Config,
     upcall: impl FnOnce(),
 ) -> (std::thread::Result<()>, bool) {
-    use crate::intercept::{Dispatch, Outcome, Point};
+    use crate::intercept::{Dispatch, Ended, Point};
     let threshold = config.stall_threshold;
     let chain = &config.interceptors;
     let dispatch = (!chain.is_empty()).then(|| Dispatch::new(Point::ReactorEvent, id.0.0 as u64));
@@ -102,9 +102,9 @@ pub(super) fn timed_upcall(
     let result = catch_unwind(AssertUnwindSafe(upcall));
     if let (Some(d), Some(started)) = (&dispatch, started) {
         let outcome = if result.is_ok() {
-            Outcome::Ok
+            Ended::Ok
         } else {
-            Outcome::Panicked
+            Ended::Panicked
         };
         chain.after(d, outcome, started.elapsed());
     }

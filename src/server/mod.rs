@@ -247,7 +247,7 @@ impl Server {
         let lf = LeaderFollowers::with_config(
             config.threads,
             config.reactor_config(),
-            std::sync::Arc::new(SystemClock),
+            crate::clock::shared(SystemClock),
         )?;
         let limit = ConnLimit::new(config.max_conns);
         let conn_stats = Arc::new(ConnStats::default());

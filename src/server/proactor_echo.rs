@@ -128,7 +128,7 @@ fn accept_next(service: Arc<Service>) {
 
 /// The interceptors' verdict on an accepted connection.
 fn admitted(service: &Service, peer: crate::net::Peer) -> bool {
-    use crate::intercept::{Dispatch, Outcome, Point};
+    use crate::intercept::{Dispatch, Ended, Point};
     if service.chain.is_empty() {
         return true;
     }
@@ -138,7 +138,7 @@ fn admitted(service: &Service, peer: crate::net::Peer) -> bool {
     }
     let ok = service.chain.before(&d).is_ok();
     if ok {
-        service.chain.after(&d, Outcome::Ok, Duration::ZERO);
+        service.chain.after(&d, Ended::Ok, Duration::ZERO);
     }
     ok
 }

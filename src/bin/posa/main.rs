@@ -229,12 +229,11 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
     let every = seconds("metrics", args.metrics)?;
     let mut chain = posa::intercept::Chain::new();
     if let Some(rate) = args.rate_limit {
-        use posa::intercept::{Point, ready::RateLimit};
+        use posa::intercept::{Point, RateLimit};
         let burst = rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
         chain = chain.with(RateLimit::global(rate, burst).at(&[Point::Accept]));
     }
-    let metrics =
-        (!every.is_zero()).then(|| std::sync::Arc::new(posa::intercept::ready::Metrics::new()));
+    let metrics = (!every.is_zero()).then(|| std::sync::Arc::new(posa::intercept::Metrics::new()));
     if let Some(m) = &metrics {
         chain = chain.with_shared(m.clone());
     }
