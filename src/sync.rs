@@ -14,7 +14,7 @@
 //! | [`Mutex`], [`MutexGuard`] | `lock_api::Mutex<RawMutex, T>` | same, over the loom raw mutex | one lock API in both builds |
 //! | [`Condvar`] | wraps `parking_lot::Condvar` | a condvar built from loom's | the same calls in both builds |
 //! | [`thread`] | `std::thread` | `loom::thread` | loom schedules its own threads |
-//! | [`thread_local!`](crate::sync::thread_local) | `std::thread_local!` | `loom::thread_local!` | loom runs every model thread on one OS thread |
+//! | [`thread_local!`](crate::sync::thread_local), `const_thread_local!` (crate-private) | `std::thread_local!` | `loom::thread_local!` | loom runs every model thread on one OS thread |
 //! | [`spin_until`] | bounded spin then yield (crossbeam `Backoff`) | one check | loom explores the blocking path |
 //!
 //! Not shimmed, on purpose: `std::time` (loom has no time; timed waits are modelled by their
@@ -38,6 +38,19 @@ pub use loom::sync::Arc;
 pub use loom::thread;
 #[cfg(posa_loom)]
 pub use loom::thread_local;
+
+/// A `thread_local!` whose initializer is a constant: std's with a `const { .. }` initializer
+/// (no lazy-init check on each access) in normal builds, loom's (which takes no `const`) under
+/// `posa_loom`.
+macro_rules! const_thread_local {
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = $init:expr;) => {
+        #[cfg(not(posa_loom))]
+        std::thread_local! { $(#[$attr])* $vis static $name: $t = const { $init }; }
+        #[cfg(posa_loom)]
+        loom::thread_local! { $(#[$attr])* $vis static $name: $t = $init; }
+    };
+}
+pub(crate) use const_thread_local;
 
 /// Atomic types and orderings (std in normal builds, loom's under `posa_loom`).
 pub mod atomic {

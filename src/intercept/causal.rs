@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::{Dispatch, Ended, Interceptor, Rejection};
 use crate::clock::{HlcTimestamp, HybridClock};
 
-crate::sync::thread_local! {
+crate::sync::const_thread_local! {
     static CURRENT_STAMP: std::cell::Cell<Option<u64>> = std::cell::Cell::new(None);
 }
 

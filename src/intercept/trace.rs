@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::{Dispatch, Ended, Interceptor, Rejection};
 use std::cell::RefCell;
 
-crate::sync::thread_local! {
+crate::sync::const_thread_local! {
     static SPANS: RefCell<Vec<tracing::span::EnteredSpan>> = RefCell::new(Vec::new());
 }
 

@@ -30,13 +30,7 @@ pub(super) struct Current {
     pub(super) local: Option<Worker<Job>>,
 }
 
-#[cfg(not(posa_loom))]
-std::thread_local! {
-    pub(super) static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
-}
-
-#[cfg(posa_loom)]
-loom::thread_local! {
+crate::sync::const_thread_local! {
     pub(super) static CURRENT: RefCell<Option<Current>> = RefCell::new(None);
 }
 
