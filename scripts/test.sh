@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one test command for posa: everything CI checks, stopping at the first failure.
-#   rustfmt check, clippy -D warnings, unit + integration + doc tests, the loom models
-#   (--cfg posa_loom, release, own target dir), and a smoke run of every criterion bench.
+#   rustfmt check, clippy -D warnings, the sync-shim check (clippy on the library where the
+#   shim is loom's: every std sync type left is a bypass), rustdoc with warnings denied,
+#   unit + integration + doc tests, the loom models (--cfg posa_loom, release, own target
+#   dir), and a smoke run of every criterion bench.
 # Usage: scripts/test.sh            (LOOM_MAX_PREEMPTIONS defaults to 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,10 @@ count() {
 
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTFLAGS="${RUSTFLAGS:-} --cfg posa_loom" \
+    step sync-shim cargo clippy -p posa --lib --locked --target-dir target/loom-clippy -- -D warnings
+RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" \
+    step rustdoc cargo doc --no-deps -p posa --locked
 step tests cargo test --workspace --locked
 read -r test_passed test_failed < <(count "$logs/tests.log")
 

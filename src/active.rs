@@ -2,7 +2,7 @@
 //!
 //! An [`ActiveObject<S>`] owns a servant `S` on its own scheduler thread. A [`Proxy`]
 //! (cloneable, `Send`) turns each call into a *method request* on a bounded *activation list*
-//! and returns an [`act`](crate::act) token at once. The scheduler runs requests one at a time,
+//! and returns an [`act`] token at once. The scheduler runs requests one at a time,
 //! so the servant needs no locking.
 //!
 //! - Order: higher priority first; equal priorities in call order.

@@ -17,10 +17,9 @@
 //! - A full pool queue hands the request back ([`WhenFull::Reject`]); the connection keeps it
 //!   and retries after a short timer instead of blocking the loop.
 //! - A worker's reply is stored, then the waker fires; the loop lowers the waker's flag before
-//!   the handler reads the map, so no reply is stranded (see [`Mailbox::post_flagged`]).
+//!   the handler reads the map, so no reply is stranded (the mailbox's flagged posts, `reactor/mailbox.rs`).
 //!
 //! [`WhenFull::Reject`]: crate::pool::WhenFull::Reject
-//! [`Mailbox::post_flagged`]: crate::reactor::Mailbox::post_flagged
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};

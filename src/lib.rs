@@ -1,22 +1,46 @@
 //! # posa
 //!
 //! The concurrency patterns of *Pattern-Oriented Software Architecture, Vol. 2* as a small,
-//! measured, loom-verified runtime. Layers import only downward:
+//! measured, loom-verified runtime. Each pattern has one module; layers import only downward
+//! (`docs/architecture.md` draws them and says why):
 //!
 //! | module | pattern |
 //! |---|---|
+//! | [`server`] | wiring only: a [`Server`](server::Server) that runs a service on the threading model you choose |
+//! | [`watch`] | a file watcher (inotify) with `tail -F` semantics, on a reactor or a proactor |
+//! | [`half_sync`] | Half-Sync/Half-Async: reactor I/O, a pool of synchronous workers, in-order replies |
+//! | [`proactor`] | Proactor: asynchronous operations the loop completes, with completion tokens |
+//! | [`net`] | Acceptor-Connector: listeners, streams, the acceptor, the connector, connection limits |
+//! | [`reactor`] | Reactor on mio: handlers, timers, a cross-thread handle, two-phase shutdown; [`reactor::leader_followers`]: Leader/Followers |
+//! | [`active`] | Active Object: proxy, bounded priority activation list with guards, servant thread |
+//! | [`pool`] | Thread Pool with schedulers: work stealing, FIFO, LIFO, priority with aging, earliest deadline |
+//! | [`intercept`] | Interceptor: a chain at every dispatch point, and ready-made tracing, metrics, rate limit, bulkhead, circuit breaker, deadline, causal stamps |
 //! | [`act`] | Asynchronous Completion Token: wait, poll, await, time out, cancel, call back, wait-any |
 //! | [`monitor`] | Monitor Object, bounded blocking queue, Scoped/Strategized/Thread-Safe-Interface/Double-Checked locking, re-entrant and reader-writer locks |
 //! | [`tss`] | Thread-Specific Storage, contention-free counters and latency histograms |
-//! | [`clock`] | Lamport and hybrid logical clocks, and the `Clock` that every timer takes |
-//! | [`reactor`] | Reactor on mio: handler table, timer queue, cross-thread handle, two-phase shutdown; Leader/Followers |
-//! | [`active`] | Active Object: proxy, bounded priority activation list with guards, servant thread |
-//! | [`pool`] | Thread Pool with pluggable schedulers (FIFO, LIFO, priority with aging, earliest deadline first) |
-//! | [`net`] | Acceptor (TCP/Unix, connection limit, descriptor exhaustion) and the echo service/server |
+//! | [`clock`] | Lamport and hybrid logical clocks, and the `Clock` time policy |
+//! | [`error`] | the error family: [`Refused`] (the item comes back), [`RunError`], [`Rejection`](error::Rejection) |
 //! | [`sync`] | the one door to synchronization types (std/parking_lot, or loom under `--cfg posa_loom`) |
 //!
-//! See `docs/architecture.md` for the layering and the reasons behind it.
+//! ```
+//! use posa::pool::ThreadPool;
+//!
+//! let pool = ThreadPool::new(2)?;
+//! let token = pool.submit(|| 6 * 7).unwrap();  // an Asynchronous Completion Token
+//! assert_eq!(token.wait().into_result().unwrap(), 42);
+//! # Ok::<(), std::io::Error>(())
+//! ```
 #![deny(missing_docs)]
+// The sync shim is the only door to synchronization types (see `sync` and clippy.toml):
+// checked where the shim is loom's, so every std type left is a bypass.
+#![cfg_attr(
+    posa_loom,
+    deny(
+        clippy::disallowed_types,
+        clippy::disallowed_methods,
+        clippy::disallowed_macros
+    )
+)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
 pub mod act;

@@ -10,7 +10,7 @@
 //! |---|---|---|---|
 //! | [`Arc`] | `std::sync::Arc` | `loom::sync::Arc` | loom tracks leaks and drops |
 //! | [`atomic`] | `std::sync::atomic` | `loom::sync::atomic` | loom explores every permitted ordering |
-//! | [`RawMutex`] | `parking_lot::RawMutex` | [`loom_impl::LoomRawMutex`] | small, fair-enough, no poisoning, a [`lock_api`] raw lock so Strategized Locking ([`crate::monitor`]) can swap it |
+//! | [`RawMutex`] | `parking_lot::RawMutex` | `loom_impl::LoomRawMutex` | small, fair-enough, no poisoning, a [`lock_api`] raw lock so Strategized Locking ([`crate::monitor`]) can swap it |
 //! | [`Mutex`], [`MutexGuard`] | `lock_api::Mutex<RawMutex, T>` | same, over the loom raw mutex | one lock API in both builds |
 //! | [`Condvar`] | wraps `parking_lot::Condvar` | a condvar built from loom's | the same calls in both builds |
 //! | [`thread`] | `std::thread` | `loom::thread` | loom schedules its own threads |

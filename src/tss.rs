@@ -11,7 +11,7 @@
 //!   occasional [`Histogram::snapshot`] take, so recording never contends with other recorders.
 //!
 //! # Algorithm and invariants
-//! - Normal builds store values in the [`thread_local`] crate's `ThreadLocal` (a lock-free
+//! - Normal builds store values in the [`thread_local`](mod@thread_local) crate's `ThreadLocal` (a lock-free
 //!   table indexed by a per-thread id). A thread's value outlives the thread; a later thread may
 //!   reuse the id and inherit the value, which is what counters want (nothing is lost).
 //! - Under `posa_loom` every model thread runs on one OS thread, so `ThreadLocal` would give them

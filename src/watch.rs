@@ -27,6 +27,7 @@
 //! backlog; chunks of different files take turns. At most [`MAX_TRACKED`] files are tailed at
 //! once (each holds a descriptor); beyond that, files are reported but not tailed.
 
+use crate::sync::Arc;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fmt;
@@ -35,7 +36,6 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
@@ -675,7 +675,7 @@ pub fn run_until_signal(
     };
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     let signal_handle = signals.handle();
-    let waiter = std::thread::Builder::new()
+    let waiter = crate::sync::thread::Builder::new()
         .name("posa-watch-signals".to_owned())
         .spawn(move || {
             if signals.forever().next().is_some() {

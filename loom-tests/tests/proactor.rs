@@ -7,7 +7,7 @@ use posa::Refused;
 use posa::act::{self, Outcome};
 use posa::pool::{Shutdown, ThreadPool};
 use posa::proactor::CompleteOn;
-use posa::proactor::ops::OpQueue;
+use posa::proactor::OpQueue;
 use posa::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use posa::sync::{Arc, thread};
 

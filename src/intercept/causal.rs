@@ -20,7 +20,7 @@ crate::sync::const_thread_local! {
 /// Causal tracing: work submitted anywhere is stamped with the hybrid logical clock; when it
 /// is dispatched, the stamp is merged into the clock (so everything the job does, and submits,
 /// is stamped later than what caused it) and becomes the thread's current stamp, which the
-/// [`Tracing`] span and [`Causal::current`] show. Sorting a trace by stamp orders it by
+/// [`Tracing`](super::Tracing) span and [`Causal::current`] show. Sorting a trace by stamp orders it by
 /// happened-before across threads.
 pub struct Causal {
     hlc: HybridClock,

@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 
 #[allow(
     clippy::disallowed_types,
-    reason = "the chain is a shared slice of trait objects, which loom's Arc cannot hold; it is immutable once built"
+    reason = "a shared slice of trait objects, which loom's Arc cannot hold; immutable once built"
 )]
 use std::sync::Arc;
 
@@ -193,8 +193,16 @@ pub trait Interceptor: Send + Sync + 'static {
 
 /// An ordered list of interceptors; cheap to clone (shared). See the [module docs](self).
 #[derive(Clone, Default)]
+#[allow(
+    clippy::disallowed_types,
+    reason = "a shared slice of trait objects, which loom's Arc cannot hold; immutable once built"
+)]
 pub struct Chain(Option<Arc<[Arc<dyn Interceptor>]>>);
 
+#[allow(
+    clippy::disallowed_types,
+    reason = "a shared slice of trait objects, which loom's Arc cannot hold; immutable once built"
+)]
 impl Chain {
     /// An empty chain: costs one pointer test per dispatch.
     pub fn new() -> Self {

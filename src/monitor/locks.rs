@@ -112,6 +112,10 @@
 
 use std::cell::Cell;
 
+#[allow(
+    clippy::disallowed_types,
+    reason = "the reader-writer and re-entrant lock patterns are parking_lot's, for users; posa's own state does not use them"
+)]
 pub use parking_lot::{
     ReentrantMutex, ReentrantMutexGuard, RwLock, RwLockReadGuard, RwLockUpgradableReadGuard,
     RwLockWriteGuard,

@@ -92,14 +92,14 @@ impl Builder {
         self
     }
 
-    /// Work-stealing FIFO (the default): see the [module docs](self).
+    /// Work-stealing FIFO (the default): see the [module docs](crate::pool).
     pub fn work_stealing(mut self) -> Self {
         self.scheduler = None;
         self
     }
 
-    /// An ordered scheduling strategy shared by all workers: [`Fifo`], [`Lifo`], [`Priority`],
-    /// [`EarliestDeadline`] or your own.
+    /// An ordered scheduling strategy shared by all workers: [`Fifo`](super::Fifo), [`Lifo`](super::Lifo), [`Priority`](super::Priority),
+    /// [`EarliestDeadline`](super::EarliestDeadline) or your own.
     pub fn scheduler(mut self, scheduler: impl Scheduler<Job> + 'static) -> Self {
         self.scheduler = Some(Box::new(scheduler));
         self

@@ -59,7 +59,7 @@ impl<F: FnOnce() -> T + Send, T: Send> Task for TaskImpl<F, T> {
     }
 }
 
-/// A queued job, opaque: what a [`Scheduler`] of this pool holds.
+/// A queued job, opaque: what a [`Scheduler`](super::Scheduler) of this pool holds.
 pub struct Job {
     pub(super) task: Box<dyn Task>,
     /// When it was queued (for the queue-wait histogram), if the pool times jobs.

@@ -2,7 +2,7 @@
 //!
 //! A [`ThreadPool`] runs submitted closures (and futures, [`ThreadPool::spawn_future`]) on a set of
 //! worker threads that grows when work waits and shrinks after a keep-alive, and answers each
-//! with an [`act`](crate::act) token. Which queued job runs next is a strategy:
+//! with an [`act`] token. Which queued job runs next is a strategy:
 //!
 //! - **work-stealing FIFO** (the default, [`Builder::work_stealing`]): jobs submitted from outside
 //!   go to a shared injector queue, jobs submitted by a job go to its worker's own deque; an idle

@@ -35,7 +35,7 @@ impl ThreadPool {
     }
 
     /// Begins shutdown from any thread without waiting: intake stops at once (later submits get
-    /// [`Refused::Closed`]); with [`Shutdown::Now`] queued jobs are cancelled now. Returns
+    /// [`Refused::Closed`](crate::Refused::Closed)); with [`Shutdown::Now`] queued jobs are cancelled now. Returns
     /// how many were cancelled. Dropping or [`shutdown`](Self::shutdown) then joins the workers.
     pub fn close(&self, mode: Shutdown) -> usize {
         let inner = &self.inner;

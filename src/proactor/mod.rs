@@ -14,18 +14,18 @@
 //! - this file: the public API ([`Proactor`], [`ProactorHandle`], the operation results and
 //!   tokens, [`Builder`]);
 //! - `conn.rs`, `accept.rs`: the caller's side of a connection and of a listener;
-//! - [`ops`]: the cross-thread queue where operations wait for their loop (loom-modelled);
+//! - `ops.rs`: the cross-thread queue where operations wait for their loop (loom-modelled);
 //! - `delivery.rs`: where completions run ([`CompleteOn`]) and the interceptors around them;
 //! - `emulated/`: the backend: its loops, and the loop's side of connections, listeners and
 //!   timers. Another backend is one more folder beside it.
 //!
 //! # Algorithm and invariants
-//! - Operations wait in the connection's [`OpQueue`] (see [`ops`]) until its loop takes them;
+//! - Operations wait in the connection's `OpQueue` (`ops.rs`) until its loop takes them;
 //!   the loop keeps reads and writes in two ordered local queues, so several writes may be
 //!   issued without waiting and complete in order, and reads likewise.
 //! - Writes are bounded per connection by a high-water mark on queued bytes (ACE's
 //!   `Svc_Handler` water marks): above it, [`Conn::write_all`] refuses and hands the buffer back
-//!   ([`Refused::Full`]); [`Conn::writable`] completes when the queue has drained to the
+//!   ([`Refused::Full`](crate::Refused::Full)); [`Conn::writable`] completes when the queue has drained to the
 //!   low-water mark. A slow peer pushes back on the initiator; memory does not grow.
 //! - Cancellation: dropping or cancelling a token wakes the loop (a cancel hook), which answers
 //!   the operation `Cancelled(buf)` if it had no effect yet, `CancelledAfterEffect` with the
@@ -65,7 +65,10 @@ mod accept;
 mod conn;
 mod delivery;
 mod emulated;
-pub mod ops;
+mod ops;
+/// The cross-thread queue of operations, public only where the loom models drive it.
+#[cfg(posa_loom)]
+pub use ops::OpQueue;
 
 pub use accept::Accepts;
 pub use conn::Conn;
@@ -293,7 +296,7 @@ impl ProactorHandle {
 
     /// Reads up to `buf.len()` bytes of `file` at `offset` (a positioned read, so appended
     /// data can be read while someone writes) on a loop thread: `Done { buf, n }`, 0 at end.
-    pub fn read_file_at(&self, file: Arc<File>, offset: u64, buf: Vec<u8>) -> OpToken {
+    pub fn read_file_at(&self, file: crate::sync::Arc<File>, offset: u64, buf: Vec<u8>) -> OpToken {
         self.loops.read_file_at(file, offset, buf)
     }
 

@@ -17,6 +17,8 @@
 //!   queued bytes above it is refused with its operation back (unless nothing is queued, so one
 //!   oversized write can always proceed), and [`OpQueue::written`] reports when the queue fell
 //!   to the low-water mark, for the loop to answer "writable" waiters.
+// Public for the loom models (re-exported under `--cfg posa_loom` only).
+#![cfg_attr(not(posa_loom), allow(unreachable_pub))]
 
 use std::collections::VecDeque;
 
@@ -111,10 +113,5 @@ impl<O, W: Clone> OpQueue<O, W> {
     pub fn waker(&self) -> (bool, Option<W>) {
         let s = self.state.lock();
         (s.closed, s.waker.clone())
-    }
-
-    /// `true` once closed.
-    pub fn is_closed(&self) -> bool {
-        self.state.lock().closed
     }
 }

@@ -81,7 +81,7 @@ impl Builder {
     }
 }
 
-/// A single-threaded event loop on `mio`. See the [module docs](self).
+/// A single-threaded event loop on `mio`. See the [module docs](crate::reactor).
 pub struct Reactor {
     poll: Poll,
     events: Events,

@@ -14,7 +14,7 @@ use super::{Reactor, ReactorHandle, ShutdownReport};
 use crate::sync::Mutex;
 use crate::sync::thread::{self, JoinHandle};
 
-/// Reactors running on their own threads. See the [module docs](self).
+/// Reactors running on their own threads. See [`posa::reactor`](crate::reactor).
 pub struct ReactorGroup {
     handles: Vec<ReactorHandle>,
     threads: Mutex<Vec<JoinHandle<io::Result<ShutdownReport>>>>,

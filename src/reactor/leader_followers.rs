@@ -4,7 +4,7 @@
 //! *followers*, wait for leadership. When events arrive the leader promotes a follower (it
 //! releases the poll) and then dispatches what it got, so a new leader is already waiting while
 //! the old one runs handlers. A handler is never run by two threads at once: dispatch goes
-//! through its [`SerialCell`], which queues work that arrives while another thread runs it
+//! through its `SerialCell` (`serial.rs`), which queues work that arrives while another thread runs it
 //! (ACE's TP_Reactor suspends the handle for the same reason).
 //!
 //! Handlers are the same [`EventHandler`]s a [`Reactor`](super::Reactor) runs; the timer queue is
@@ -87,7 +87,7 @@ struct Lf {
     early_again: Mutex<Vec<(HandlerId, Readiness)>>,
 }
 
-/// A Leader/Followers pool. See the [module docs](self).
+/// A Leader/Followers pool. See [`posa::reactor`](crate::reactor) and docs/leader-followers.md.
 pub struct LeaderFollowers {
     lf: Arc<Lf>,
     threads: usize,

@@ -15,6 +15,8 @@
 //!   enter: each job is run, handed back to its poster, or counted as dropped. Never lost.
 //! - The queue is bounded: a full mailbox hands the job back ([`Refused::Full`]) instead of
 //!   growing, so a flood of posts cannot exhaust memory.
+// Public for the loom models (re-exported under `--cfg posa_loom` only).
+#![cfg_attr(not(posa_loom), allow(unreachable_pub))]
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -152,11 +154,13 @@ impl<J, N: Notify> Mailbox<J, N> {
     }
 
     /// Jobs waiting now.
+    #[cfg_attr(not(posa_loom), allow(dead_code))] // read by the loom models
     pub fn len(&self) -> usize {
         self.queue.lock().jobs.len()
     }
 
     /// `true` if no job waits.
+    #[cfg_attr(not(posa_loom), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

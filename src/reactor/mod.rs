@@ -1,7 +1,7 @@
 //! Reactor: demultiplex I/O readiness and timer expiries to event handlers, on one thread.
 //!
 //! A [`Reactor`] owns a `mio::Poll`, a table of [`EventHandler`]s keyed by generation-tagged
-//! tokens, a [`TimerQueue`] and a [`Mailbox`] other threads post to through a
+//! tokens, a [`TimerQueue`] and a mailbox (`mailbox.rs`) other threads post to through a
 //! [`ReactorHandle`]. Each turn of the loop waits for readiness (until the next timer at most),
 //! dispatches every event to its handler, runs posted jobs and fires due timers, each within a
 //! budget so that no single source can starve the others.
@@ -52,9 +52,9 @@ mod context;
 mod event_loop;
 mod group;
 mod handle;
-mod leader_followers;
+pub mod leader_followers;
 mod mailbox;
-pub mod serial;
+mod serial;
 mod table;
 pub mod timer;
 mod turn;
@@ -64,10 +64,16 @@ pub use event_loop::{Builder, Reactor};
 pub use group::ReactorGroup;
 pub use handle::{HandlerWaker, ReactorHandle};
 pub use leader_followers::LeaderFollowers;
-pub use mailbox::{Mailbox, Notify, Phase};
+pub use mailbox::Phase;
+// The cross-thread cores of the two event loops, public only where the loom models drive them.
+#[cfg(not(posa_loom))]
+use mailbox::Mailbox;
+#[cfg(posa_loom)]
+pub use mailbox::{Mailbox, Notify};
 /// Readiness interests a handler registers for (mio's, re-exported so handlers need no mio
 /// dependency of their own).
 pub use mio::Interest;
+#[cfg(posa_loom)]
 pub use serial::{Finish, SerialCell, Work};
 pub use timer::{MissedTicks, TimerId, TimerQueue};
 
@@ -210,7 +216,7 @@ pub struct Config {
     pub post_budget: usize,
     /// Timer expiries fired per turn.
     pub timer_budget: usize,
-    /// Jobs the mailbox holds before posting fails with [`Refused::Full`].
+    /// Jobs the mailbox holds before posting fails with [`Refused::Full`](crate::Refused::Full).
     pub mailbox_capacity: usize,
     /// Handlers the reactor holds at most; [`Reactor::add`] fails beyond it.
     pub max_handlers: usize,

@@ -17,6 +17,8 @@
 //!   (the cell turns idle). So exactly one thread holds the handler while the cell is busy.
 //! - [`request_close`](SerialCell::request_close) on an idle cell hands the handler to the
 //!   caller to close; on a busy one it marks the close for the running thread.
+// Public for the loom models (re-exported under `--cfg posa_loom` only).
+#![cfg_attr(not(posa_loom), allow(unreachable_pub))]
 
 use std::collections::VecDeque;
 use std::fmt;

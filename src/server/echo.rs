@@ -48,7 +48,7 @@ impl Default for EchoConfig {
     }
 }
 
-/// The echo service handler for one connection. See the [module docs](self).
+/// The echo service handler for one connection. See [`posa::server`](crate::server).
 pub struct Echo {
     stream: Stream,
     peer: Peer,

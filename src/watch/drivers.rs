@@ -1,12 +1,12 @@
 //! The two drivers of a [`Watcher`]: a reactor handler, and a proactor whose file reads complete
 //! with the data.
 
+use crate::sync::Arc;
+use crate::sync::thread::JoinHandle;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::reactor::Interest;
@@ -165,7 +165,7 @@ pub fn watch_reactor(watcher: Watcher, sink: Sink) -> io::Result<Running> {
         sink,
     })?;
     let handle = reactor.handle();
-    let thread = std::thread::Builder::new()
+    let thread = crate::sync::thread::Builder::new()
         .name("posa-watch".to_owned())
         .spawn(move || reactor.run())?;
     Ok(Running {

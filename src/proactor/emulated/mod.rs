@@ -202,7 +202,12 @@ impl Loops {
     }
 
     /// See [`ProactorHandle::read_file_at`](super::ProactorHandle::read_file_at).
-    pub(super) fn read_file_at(&self, file: Arc<File>, offset: u64, buf: Vec<u8>) -> OpToken {
+    pub(super) fn read_file_at(
+        &self,
+        file: crate::sync::Arc<File>,
+        offset: u64,
+        buf: Vec<u8>,
+    ) -> OpToken {
         let (c, token) = act::pair_with_residue();
         let delivery = self.delivery.clone();
         let job = move |_: &mut dyn crate::reactor::Host| {
