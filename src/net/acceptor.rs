@@ -1,4 +1,22 @@
 //! The Acceptor: accept, make a service handler, activate it; bounded and exhaustion-proof.
+//!
+//! # Algorithm
+//! On readable, accept until `WouldBlock`, at most `budget` connections per upcall (then
+//! `call_again`, so one busy listener cannot starve the loop's other handlers). For each: ask
+//! the interceptors (`Point::Accept`), take a place under the [`ConnLimit`], make the service
+//! handler through the [`ServiceFactory`], and activate it on this loop or the next one
+//! round-robin ([`Placement`]).
+//!
+//! # Invariants
+//! - Bounded: a connection over the limit, or refused by an interceptor, is accepted and
+//!   closed at once (counted), never queued; the backlog is the kernel's.
+//! - Descriptor exhaustion (EMFILE/ENFILE) does not spin on a readable listener (tokio#3529):
+//!   the acceptor keeps one reserve descriptor, frees it to accept and close the backlog's
+//!   head, re-takes it, pauses accepting for a while, logs once per episode, and keeps serving
+//!   open connections.
+//! - A per-connection error (the peer reset before we accepted) skips that connection only.
+//! - Every accepted connection holds a [`ConnGuard`] until its handler drops, so the count of
+//!   open connections is exact across all the loops of a server.
 
 use std::fs::File;
 use std::io;

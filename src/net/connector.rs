@@ -1,5 +1,21 @@
 //! The Connector: establish an outgoing connection asynchronously, with a per-attempt timeout
 //! and bounded retries, and hand the connected stream back through an `act` token.
+//!
+//! # Algorithm
+//! A `Connect` handler on the reactor starts a non-blocking connect and registers for
+//! writable; writable (or an error) completes the attempt: `SO_ERROR` and `peer_addr` say
+//! whether it connected. A failed attempt is retried, if the error is worth retrying and
+//! attempts are left, after a full-jitter exponential backoff (AWS's "exponential backoff and
+//! jitter"); each attempt has its own timeout timer.
+//!
+//! # Invariants
+//! - Bounded: at most `attempts` attempts, each at most `timeout`, backoff capped.
+//! - The token is answered exactly once: the stream, a typed [`ConnectError`] (attempts,
+//!   timeout, shutdown, an interceptor's rejection), `Cancelled` if cancellation came before a
+//!   connection existed, or `CancelledAfterEffect` with the stream if it came after: a
+//!   connected stream is handed over, never leaked.
+//! - Interceptors see every attempt (`Point::Connect`): a circuit breaker counts each failure
+//!   and can refuse the next attempt.
 
 use std::fmt;
 use std::io;
