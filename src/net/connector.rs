@@ -141,7 +141,23 @@ pub fn connect_from(cx: &mut Context<'_>, addr: Addr, options: ConnectOptions) -
     token
 }
 
-fn retryable(e: &io::Error) -> bool {
+/// The wait before retry number `attempts`: random in `[0, min(max, base * 2^attempts)]` (full
+/// jitter), from the xorshift state `rng` (full jitter does not need a cryptographic
+/// generator). Shared by every connector, on either proactor backend.
+pub(crate) fn backoff_delay(options: &ConnectOptions, attempts: u32, rng: &mut u64) -> Duration {
+    let exp = options
+        .base_backoff
+        .saturating_mul(1u32 << attempts.min(20))
+        .min(options.max_backoff);
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let nanos = u64::try_from(exp.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(if nanos == 0 { 0 } else { *rng % (nanos + 1) })
+}
+
+/// Errors worth another attempt.
+pub(crate) fn retryable(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused
@@ -273,21 +289,7 @@ impl Connect {
     }
 
     fn backoff(&mut self, cx: &mut Context<'_>) {
-        let exp = self
-            .options
-            .base_backoff
-            .saturating_mul(1u32 << self.attempts.min(20))
-            .min(self.options.max_backoff);
-        // xorshift: full jitter does not need a cryptographic generator
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let nanos = u64::try_from(exp.as_nanos()).unwrap_or(u64::MAX);
-        let delay = Duration::from_nanos(if nanos == 0 {
-            0
-        } else {
-            self.rng % (nanos + 1)
-        });
+        let delay = backoff_delay(&self.options, self.attempts, &mut self.rng);
         self.wait = Some(Wait::Backoff(cx.set_timer(delay)));
     }
 

@@ -21,6 +21,7 @@ mod connector;
 
 pub use acceptor::{AcceptStats, Acceptor, Placement, ServiceFactory};
 pub use connector::{ConnectError, ConnectOptions, ConnectToken, connect, connect_from};
+pub(crate) use connector::{backoff_delay, retryable};
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -142,6 +143,15 @@ impl Listener {
                 (Stream::Tcp(s), Peer::Tcp(a))
             }),
             Listener::Unix(l, _) => l.accept().map(|(s, _)| (Stream::Unix(s), Peer::Unix)),
+        }
+    }
+}
+
+impl std::os::fd::AsRawFd for Listener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
         }
     }
 }

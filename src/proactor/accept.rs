@@ -12,19 +12,30 @@
 
 use std::io;
 
+use super::conn::LoopWaker;
 use super::ops::OpQueue;
 use super::{AcceptToken, Conn};
 use crate::act::{self, Completer};
 use crate::net::Peer;
-use crate::reactor::HandlerWaker;
 use std::sync::Arc;
 
 /// An accept waiting for a connection.
 pub(super) type AcceptCompleter = Completer<(Conn, Peer), io::Error>;
 
+/// How the loops hold a listener's shared state (a std `Arc`, as for connections).
+pub(super) type SharedAccept = Arc<AcceptShared>;
+
 /// Accept operations on one listener, shared by [`Accepts`] and the loop's handler.
 pub(super) struct AcceptShared {
-    pub(super) queue: OpQueue<AcceptCompleter, HandlerWaker>,
+    pub(super) queue: OpQueue<AcceptCompleter, LoopWaker>,
+}
+
+impl AcceptShared {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(AcceptShared {
+            queue: OpQueue::new(1, 0),
+        })
+    }
 }
 
 /// Initiates accepts on a listener the [`Proactor`](super::Proactor) watches. Dropping it

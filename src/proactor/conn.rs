@@ -20,12 +20,82 @@ use std::time::Duration;
 
 use super::delivery::Delivery;
 use super::ops::OpQueue;
+use super::recv::{RecvCompleter, RecvToken};
 use super::{OpCompleter, OpToken};
 use crate::act;
 use crate::error::Refused;
 use crate::net::Peer;
 use crate::reactor::HandlerWaker;
 use std::sync::Arc;
+
+/// How the caller's side wakes the loop that owns a connection, listener or timer: each
+/// backend's own wake-up.
+#[derive(Clone)]
+pub(super) enum LoopWaker {
+    /// The emulated backend: the handler's waker on its reactor.
+    Reactor(HandlerWaker),
+    /// The io_uring backend: the ring loop's inbox and eventfd.
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    Ring(super::uring::RingWaker),
+}
+
+impl LoopWaker {
+    /// Asks the loop to look at what it owns.
+    pub(super) fn wake(&self) {
+        match self {
+            LoopWaker::Reactor(w) => {
+                w.wake();
+            }
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            LoopWaker::Ring(w) => w.wake(),
+        }
+    }
+}
+
+/// A receive into a pooled buffer ([`Conn::recv`]): the loop picks a buffer only when data
+/// arrives.
+pub(super) struct RecvOp {
+    pub(super) timeout: Option<Duration>,
+    pub(super) c: RecvCompleter,
+}
+
+impl RecvOp {
+    /// Stops it: nothing was received, so it is cancelled (a receive moves no caller buffer).
+    pub(super) fn stop(self, delivery: &Delivery) {
+        let c = self.c;
+        delivery.run(move || c.cancel(()));
+    }
+}
+
+/// A read-side operation, in issue order: into the caller's buffer, or into a pooled one.
+pub(super) enum Read {
+    Into(ReadOp),
+    Pooled(RecvOp),
+}
+
+impl Read {
+    pub(super) fn timeout(&self) -> Option<Duration> {
+        match self {
+            Read::Into(r) => r.timeout,
+            Read::Pooled(r) => r.timeout,
+        }
+    }
+
+    pub(super) fn is_cancelled(&self) -> bool {
+        match self {
+            Read::Into(r) => r.c.is_cancelled(),
+            Read::Pooled(r) => r.c.is_cancelled(),
+        }
+    }
+
+    /// Stops it: cancelled, or (a caller-buffer read that moved bytes) its partial result.
+    pub(super) fn stop(self, delivery: &Delivery, why: io::ErrorKind) {
+        match self {
+            Read::Into(r) => r.stop(delivery, why),
+            Read::Pooled(r) => r.stop(delivery),
+        }
+    }
+}
 
 /// A read waiting for data.
 pub(super) struct ReadOp {
@@ -53,7 +123,7 @@ pub(super) enum WriteOp {
 
 /// One operation of a connection, as initiated.
 pub(super) enum Op {
-    Read(ReadOp),
+    Read(Read),
     Write(WriteOp),
     /// Completes when the write queue is at its low-water mark.
     Writable(OpCompleter),
@@ -88,11 +158,13 @@ impl ReadOp {
 }
 
 impl Op {
-    fn completer(&self) -> &OpCompleter {
+    /// Registers `hook` to run when the operation's token asks for cancellation.
+    fn on_cancel(&self, hook: impl FnOnce() + Send + 'static) {
         match self {
-            Op::Read(ReadOp { c, .. })
+            Op::Read(Read::Into(ReadOp { c, .. }))
             | Op::Write(WriteOp::Write { c, .. } | WriteOp::Shutdown { c })
-            | Op::Writable(c) => c,
+            | Op::Writable(c) => c.on_cancel(hook),
+            Op::Read(Read::Pooled(RecvOp { c, .. })) => c.on_cancel(hook),
         }
     }
 
@@ -106,19 +178,31 @@ impl Op {
     }
 }
 
+/// How the loops hold a connection's shared state (a std `Arc`: the cancel hooks hold `Weak`s).
+pub(super) type SharedConn = Arc<ConnShared>;
+
 /// What the caller's side and the loop's side of a connection share.
 pub(super) struct ConnShared {
-    pub(super) queue: OpQueue<Op, HandlerWaker>,
+    pub(super) queue: OpQueue<Op, LoopWaker>,
     pub(super) peer: Peer,
     pub(super) delivery: Delivery,
 }
 
 impl ConnShared {
+    /// The shared state of a new connection to `peer`, its writes bounded by the water marks.
+    pub(super) fn new(peer: Peer, (high, low): (usize, usize), delivery: Delivery) -> Arc<Self> {
+        Arc::new(ConnShared {
+            queue: OpQueue::new(high, low),
+            peer,
+            delivery,
+        })
+    }
+
     /// Queues `op`; a refused operation comes back.
     fn submit(self: &Arc<Self>, op: Op, write_bytes: usize) -> Result<(), Refused<Op>> {
         // Registered before the op is visible to the loop: cancelling the token wakes the loop.
         let weak = Arc::downgrade(self);
-        op.completer().on_cancel(move || {
+        op.on_cancel(move || {
             if let Some(shared) = weak.upgrade() {
                 shared.wake();
             }
@@ -203,13 +287,33 @@ impl Conn {
 
     fn read(&self, buf: Vec<u8>, exact: bool, timeout: Option<Duration>) -> OpToken {
         let (c, token) = act::pair_with_residue();
-        self.initiate(Op::Read(ReadOp {
+        self.initiate(Op::Read(Read::Into(ReadOp {
             buf,
             filled: 0,
             exact,
             timeout,
             c,
-        }));
+        })));
+        token
+    }
+
+    /// Receives what is there into a buffer the proactor lends (at least 1 byte, or an empty
+    /// buffer at end of stream). No buffer is set aside while the connection is idle: the loop
+    /// takes one from its pool only when data arrives (on io_uring, the kernel picks one from
+    /// a provided buffer ring). Dropping the [`RecvBuf`](super::RecvBuf) gives it back.
+    pub fn recv(&self) -> RecvToken {
+        self.recv_inner(None)
+    }
+
+    /// Like [`recv`](Self::recv), but fails with `TimedOut` if nothing arrives within
+    /// `timeout` of the receive starting.
+    pub fn recv_timeout(&self, timeout: Duration) -> RecvToken {
+        self.recv_inner(Some(timeout))
+    }
+
+    fn recv_inner(&self, timeout: Option<Duration>) -> RecvToken {
+        let (c, token) = act::pair();
+        self.initiate(Op::Read(Read::Pooled(RecvOp { timeout, c })));
         token
     }
 

@@ -66,6 +66,9 @@ mod conn;
 mod delivery;
 mod emulated;
 mod ops;
+mod recv;
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+mod uring;
 /// The cross-thread queue of operations, public only where the loom models drive it.
 #[cfg(posa_loom)]
 pub use ops::OpQueue;
@@ -73,6 +76,9 @@ pub use ops::OpQueue;
 pub use accept::Accepts;
 pub use conn::Conn;
 pub use delivery::CompleteOn;
+pub use recv::{RecvBuf, RecvToken};
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+pub use uring::{Unavailable, probe};
 
 use std::fmt;
 use std::fs::File;
@@ -85,6 +91,8 @@ use crate::reactor::{ReactorGroup, ReactorHandle, ShutdownReport};
 use delivery::Delivery;
 use emulated::Loops;
 use std::sync::Arc;
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+use uring::{RingThreads, Rings};
 
 /// A finished read or write: the buffer back, and how many bytes moved (for a read, the data
 /// is `buf[..n]`; 0 means the peer closed its side).
@@ -136,14 +144,122 @@ pub type ConnectToken = Token<Conn, ConnectError>;
 /// The token of a timer: `Completed(Ok(()))` when it expires.
 pub type TimerToken = Token<(), std::convert::Infallible>;
 
+/// Which mechanism completes the operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Readiness plus speculative system calls on reactors (mio/epoll), as Boost.Asio does on
+    /// epoll: the loop completes each operation. Works everywhere.
+    Emulated,
+    /// io_uring: the kernel performs each operation and posts its completion (Linux, with the
+    /// `io-uring` feature). Asked for and unavailable, [`Builder::build`] fails with the
+    /// reason.
+    IoUring,
+    /// io_uring where the probe finds it usable, else the emulated backend, with one log line
+    /// saying why (the default).
+    #[default]
+    Auto,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Emulated => "emulated",
+            Backend::IoUring => "uring",
+            Backend::Auto => "auto",
+        })
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "emulated" => Ok(Backend::Emulated),
+            "uring" | "io-uring" | "io_uring" => Ok(Backend::IoUring),
+            "auto" => Ok(Backend::Auto),
+            other => Err(format!(
+                "unknown backend {other:?}: expected auto, uring or emulated"
+            )),
+        }
+    }
+}
+
+/// Picks the backend for `requested`, given what the probe found (`Ok(())`: io_uring usable).
+/// `Err` only when io_uring was asked for explicitly and is unavailable.
+fn select(requested: Backend, probed: impl FnOnce() -> Result<(), String>) -> io::Result<Backend> {
+    match requested {
+        Backend::Emulated => Ok(Backend::Emulated),
+        Backend::IoUring => match probed() {
+            Ok(()) => Ok(Backend::IoUring),
+            Err(why) => Err(io::Error::new(io::ErrorKind::Unsupported, why)),
+        },
+        Backend::Auto => match probed() {
+            Ok(()) => Ok(Backend::IoUring),
+            Err(why) => {
+                tracing::info!("posa proactor: {why}; using the emulated backend");
+                Ok(Backend::Emulated)
+            }
+        },
+    }
+}
+
+/// The probe as `select` takes it: io_uring's own probe, or the reason it is not built.
+fn probe_kernel() -> Result<(), String> {
+    if let Ok(v) = std::env::var("POSA_IO_URING")
+        && matches!(v.as_str(), "0" | "off" | "false" | "no")
+    {
+        return Err(format!("io_uring disabled by POSA_IO_URING={v}"));
+    }
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    {
+        uring::probe().map_err(|e| e.to_string())
+    }
+    #[cfg(not(all(target_os = "linux", feature = "io-uring")))]
+    {
+        Err("io_uring unavailable: not built (Linux only, feature `io-uring`)".to_owned())
+    }
+}
+
+/// Whether [`Backend::Auto`] would pick io_uring here: `Ok(())`, or the reason it would not
+/// (the probe's finding, `POSA_IO_URING=off`, or a build without the `io-uring` feature).
+pub fn io_uring_status() -> Result<(), String> {
+    probe_kernel()
+}
+
+/// For test suites that run a scenario on both backends: `true` if io_uring is usable here;
+/// otherwise prints why the io_uring run of `test` is skipped and, when the environment
+/// variable `POSA_SKIP_LOG` names a file, appends that line to it (posa's test command counts
+/// the lines in its summary).
+pub fn skip_without_io_uring(test: &str) -> bool {
+    let Err(why) = io_uring_status() else {
+        return true;
+    };
+    let line = format!("skipped {test} on io_uring: {why}");
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("POSA_SKIP_LOG") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+    false
+}
+
 /// Configures a [`Proactor`].
 #[derive(Debug, Clone)]
 pub struct Builder {
     threads: usize,
+    backend: Backend,
     complete_on: CompleteOn,
     interceptors: crate::intercept::Chain,
     high_water: usize,
     low_water: usize,
+    recv_count: usize,
+    recv_size: usize,
     reactor: crate::reactor::Config,
 }
 
@@ -151,10 +267,13 @@ impl Default for Builder {
     fn default() -> Self {
         Self {
             threads: 1,
+            backend: Backend::Auto,
             complete_on: CompleteOn::Loop,
             interceptors: crate::intercept::Chain::new(),
             high_water: 256 * 1024,
             low_water: 64 * 1024,
+            recv_count: 1024,
+            recv_size: 4096,
             reactor: crate::reactor::Config::default(),
         }
     }
@@ -167,6 +286,13 @@ impl Builder {
         self
     }
 
+    /// Which backend completes the operations (default [`Backend::Auto`]). The environment
+    /// variable `POSA_IO_URING=off` makes io_uring count as unavailable.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
     /// Where completions are delivered (default: on the loop thread).
     pub fn complete_on(mut self, complete_on: CompleteOn) -> Self {
         self.complete_on = complete_on;
@@ -174,8 +300,8 @@ impl Builder {
     }
 
     /// Interceptors that observe every completion delivered
-    /// ([`Point::ProactorCompletion`](crate::intercept::Point)). The loops' own upcalls are
-    /// intercepted through [`reactor`](Self::reactor)'s `interceptors`.
+    /// ([`Point::ProactorCompletion`](crate::intercept::Point)). On the emulated backend the
+    /// loops' own upcalls are intercepted through [`reactor`](Self::reactor)'s `interceptors`.
     pub fn interceptors(mut self, chain: crate::intercept::Chain) -> Self {
         self.interceptors = chain;
         self
@@ -188,38 +314,81 @@ impl Builder {
         self
     }
 
-    /// The loops' reactor settings.
+    /// Buffers lent to [`Conn::recv`] per loop: `count` buffers of `size` bytes (default
+    /// 1024 of 4 KiB). On io_uring they form the provided buffer ring the kernel picks from
+    /// (`count` is rounded up to a power of two, at most 32768); on the emulated backend up to
+    /// `count` freed buffers are kept for reuse. A receive finds no buffer free when all are
+    /// lent out: it waits (io_uring) for one to come back, or takes a fresh one (emulated).
+    pub fn recv_buffers(mut self, count: usize, size: usize) -> Self {
+        self.recv_count = count.clamp(1, 32768);
+        self.recv_size = size.max(1);
+        self
+    }
+
+    /// The emulated backend's reactor settings.
     pub fn reactor(mut self, config: crate::reactor::Config) -> Self {
         self.reactor = config;
         self
     }
 
-    /// Starts the loop threads.
+    /// Picks the backend (probing the kernel for [`Backend::Auto`] and
+    /// [`Backend::IoUring`]) and starts the loop threads. Fails with
+    /// [`io::ErrorKind::Unsupported`] and the probe's reason when io_uring was asked for and is
+    /// unavailable.
     pub fn build(self) -> io::Result<Proactor> {
+        let backend = select(self.backend, probe_kernel)?;
+        self.build_with(backend)
+    }
+
+    fn build_with(self, backend: Backend) -> io::Result<Proactor> {
         let delivery = Delivery {
             on: self.complete_on,
             chain: self.interceptors,
         };
-        let (loops, group) = Loops::start(
-            self.threads,
-            &self.reactor,
-            delivery,
-            (self.high_water, self.low_water),
-        )?;
-        Ok(Proactor {
-            handle: ProactorHandle { loops },
-            group,
-        })
+        let marks = (self.high_water, self.low_water);
+        match backend {
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Backend::IoUring => {
+                let (rings, threads) = Rings::start(
+                    self.threads,
+                    delivery,
+                    marks,
+                    (self.recv_count, self.recv_size),
+                )?;
+                Ok(Proactor {
+                    handle: ProactorHandle {
+                        imp: Imp::Uring(rings),
+                    },
+                    runner: Runner::Rings(threads),
+                })
+            }
+            _ => {
+                let (loops, group) =
+                    Loops::start(self.threads, &self.reactor, delivery, marks, self.recv_size)?;
+                Ok(Proactor {
+                    handle: ProactorHandle {
+                        imp: Imp::Emulated(loops),
+                    },
+                    runner: Runner::Group(group),
+                })
+            }
+        }
     }
 }
 
-/// Asynchronous operations on sockets, timers and files, completed by event-loop threads.
-/// See the [module docs](self). Operations are initiated through its [`ProactorHandle`]
-/// (`Deref`), which can be cloned and sent to any thread. Dropping it shuts the loops down
-/// (no grace) and joins them, unless [`join`](Self::join) did.
+/// Asynchronous operations on sockets, timers and files, completed by the kernel (io_uring)
+/// or by event-loop threads (emulated). See the [module docs](self). Operations are initiated
+/// through its [`ProactorHandle`] (`Deref`), which can be cloned and sent to any thread.
+/// Dropping it shuts the loops down (no grace) and joins them, unless [`join`](Self::join) did.
 pub struct Proactor {
     handle: ProactorHandle,
-    group: ReactorGroup,
+    runner: Runner,
+}
+
+enum Runner {
+    Group(ReactorGroup),
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    Rings(RingThreads),
 }
 
 impl std::ops::Deref for Proactor {
@@ -232,19 +401,27 @@ impl std::ops::Deref for Proactor {
 /// A `Send + Clone` handle that initiates operations on a [`Proactor`]'s loops.
 #[derive(Clone)]
 pub struct ProactorHandle {
-    loops: Arc<Loops>,
+    imp: Imp,
+}
+
+#[derive(Clone)]
+enum Imp {
+    Emulated(Arc<Loops>),
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    Uring(crate::sync::Arc<Rings>),
 }
 
 impl fmt::Debug for ProactorHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProactorHandle")
-            .field("loops", &self.loops.handles().len())
+            .field("backend", &self.backend())
+            .field("loops", &self.loops())
             .finish()
     }
 }
 
 impl Proactor {
-    /// One loop thread, completions on the loop.
+    /// One loop thread, completions on the loop, the backend [`Backend::Auto`] picks.
     pub fn new() -> io::Result<Self> {
         Builder::default().build()
     }
@@ -262,15 +439,42 @@ impl Proactor {
     /// Waits for every loop to stop (after [`shutdown`](ProactorHandle::shutdown)); returns
     /// their reports.
     pub fn join(&self) -> io::Result<Vec<ShutdownReport>> {
-        self.group.join()
+        match &self.runner {
+            Runner::Group(g) => g.join(),
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Runner::Rings(r) => r.join(),
+        }
     }
 }
 
 impl ProactorHandle {
+    /// The backend that completes this proactor's operations ([`Backend::Emulated`] or
+    /// [`Backend::IoUring`], never `Auto`).
+    pub fn backend(&self) -> Backend {
+        match &self.imp {
+            Imp::Emulated(_) => Backend::Emulated,
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Imp::Uring(_) => Backend::IoUring,
+        }
+    }
+
+    /// Loop threads.
+    pub fn loops(&self) -> usize {
+        match &self.imp {
+            Imp::Emulated(l) => l.handles().len(),
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Imp::Uring(r) => r.len(),
+        }
+    }
+
     /// Watches `listener` for accepts (on the first loop). Blocks until that loop has taken
     /// it: call it from outside the proactor's loops.
     pub fn listen(&self, listener: Listener) -> io::Result<Accepts> {
-        self.loops.listen(listener)
+        match &self.imp {
+            Imp::Emulated(l) => l.listen(listener),
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Imp::Uring(r) => r.listen(listener),
+        }
     }
 
     /// Connects to `addr` (one attempt, 10 s) and attaches the connection to a loop.
@@ -286,39 +490,70 @@ impl ProactorHandle {
 
     /// Connects with retries and timeouts per `options`.
     pub fn connect_with(&self, addr: Addr, options: ConnectOptions) -> ConnectToken {
-        self.loops.connect(addr, options)
+        match &self.imp {
+            Imp::Emulated(l) => l.connect(addr, options),
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Imp::Uring(r) => r.connect(addr, options),
+        }
     }
 
     /// Completes after `after` (on a loop's timer queue). Dropping the token cancels it.
     pub fn timer(&self, after: Duration) -> TimerToken {
-        self.loops.timer(after)
+        match &self.imp {
+            Imp::Emulated(l) => l.timer(after),
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Imp::Uring(r) => r.timer(after),
+        }
     }
 
     /// Reads up to `buf.len()` bytes of `file` at `offset` (a positioned read, so appended
-    /// data can be read while someone writes) on a loop thread: `Done { buf, n }`, 0 at end.
+    /// data can be read while someone writes): `Done { buf, n }`, 0 at end. On io_uring the
+    /// kernel performs the read (`IORING_OP_READ`) and no loop thread blocks on it; on the
+    /// emulated backend a loop thread reads (readiness cannot help with regular files).
     pub fn read_file_at(&self, file: crate::sync::Arc<File>, offset: u64, buf: Vec<u8>) -> OpToken {
-        self.loops.read_file_at(file, offset, buf)
+        match &self.imp {
+            Imp::Emulated(l) => l.read_file_at(file, offset, buf),
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Imp::Uring(r) => r.read_file_at(file, offset, buf),
+        }
     }
 
-    /// Handles to the loops (first: where listeners live).
+    /// The emulated backend's reactors (first: where listeners live); empty on io_uring,
+    /// whose loops are not reactors.
     pub fn handles(&self) -> &[ReactorHandle] {
-        self.loops.handles()
+        match &self.imp {
+            Imp::Emulated(l) => l.handles(),
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Imp::Uring(_) => &[],
+        }
     }
 
-    /// Begins shutdown on every loop: outstanding reads are cancelled, queued writes get up to
-    /// `grace` to go out, then every connection is closed.
+    /// Begins shutdown on every loop: listeners close, outstanding reads are cancelled, queued
+    /// writes get up to `grace` to go out, then every connection is closed.
     pub fn shutdown(&self, grace: Duration) {
-        for h in self.loops.handles() {
-            drop(h.shutdown(grace));
+        match &self.imp {
+            Imp::Emulated(l) => {
+                for h in l.handles() {
+                    drop(h.shutdown(grace));
+                }
+            }
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Imp::Uring(r) => r.shutdown(grace),
         }
     }
 }
 
 impl fmt::Debug for Proactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on = match &self.handle.imp {
+            Imp::Emulated(l) => &l.delivery.on,
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Imp::Uring(r) => &r.delivery.on,
+        };
         f.debug_struct("Proactor")
-            .field("loops", &self.handle.loops.handles().len())
-            .field("complete_on", &self.handle.loops.delivery.on)
+            .field("backend", &self.backend())
+            .field("loops", &self.loops())
+            .field("complete_on", on)
             .finish()
     }
 }
@@ -330,6 +565,37 @@ mod tests {
     use crate::error::Refused;
     use crate::pool::ThreadPool;
     use std::io::{Read as _, Write as _};
+
+    /// Each scenario below takes the backend; this runs it on both (`on_emulated::x`,
+    /// `on_io_uring::x`), skipping io_uring only where the kernel refuses it.
+    macro_rules! on_both_backends {
+        ($($name:ident),* $(,)?) => {
+            mod on_emulated {
+                $( #[test] fn $name() { super::$name(super::Backend::Emulated) } )*
+            }
+            mod on_io_uring {
+                $(
+                    #[test]
+                    fn $name() {
+                        if super::skip_without_io_uring(stringify!($name)) {
+                            super::$name(super::Backend::IoUring)
+                        }
+                    }
+                )*
+            }
+        };
+    }
+
+    on_both_backends!(
+        queued_writes_complete_in_order_and_arrive_in_order,
+        a_full_write_queue_pushes_back_and_writable_says_when_to_go_on,
+        cancelling_a_pending_read_hands_the_buffer_back,
+        closing_answers_every_outstanding_operation_once,
+        read_exact_cut_short_fails_with_what_it_read,
+        a_read_that_outlives_its_timeout_fails_with_its_buffer,
+        completions_run_on_the_loop_or_on_the_pool_never_on_the_initiator,
+        timers_and_file_reads_complete_through_tokens,
+    );
 
     /// A proactor, a connection it accepted, and the blocking peer on the other end.
     fn pair(builder: Builder) -> (Proactor, Conn, std::net::TcpStream) {
@@ -347,9 +613,8 @@ mod tests {
         (proactor, conn, peer)
     }
 
-    #[test]
-    fn queued_writes_complete_in_order_and_arrive_in_order() {
-        let (_p, conn, mut peer) = pair(Proactor::builder());
+    fn queued_writes_complete_in_order_and_arrive_in_order(backend: Backend) {
+        let (_p, conn, mut peer) = pair(Proactor::builder().backend(backend));
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let tokens: Vec<_> = (0u8..3)
             .map(|i| {
@@ -373,9 +638,12 @@ mod tests {
         assert!(got[..1000].iter().all(|&b| b == 0) && got[2000..].iter().all(|&b| b == 2));
     }
 
-    #[test]
-    fn a_full_write_queue_pushes_back_and_writable_says_when_to_go_on() {
-        let (_p, conn, mut peer) = pair(Proactor::builder().water_marks(64 * 1024, 1024));
+    fn a_full_write_queue_pushes_back_and_writable_says_when_to_go_on(backend: Backend) {
+        let (_p, conn, mut peer) = pair(
+            Proactor::builder()
+                .backend(backend)
+                .water_marks(64 * 1024, 1024),
+        );
         // Without a reader, writes go until the socket buffers and the queue fill up.
         let mut accepted = Vec::new();
         let refused = loop {
@@ -400,9 +668,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cancelling_a_pending_read_hands_the_buffer_back() {
-        let (_p, conn, _peer) = pair(Proactor::builder());
+    fn cancelling_a_pending_read_hands_the_buffer_back(backend: Backend) {
+        let (_p, conn, _peer) = pair(Proactor::builder().backend(backend));
         let read = conn.read_some(vec![1, 2, 3]);
         read.cancel();
         assert!(matches!(read.wait(), Outcome::Cancelled(buf) if buf == vec![1, 2, 3]));
@@ -412,9 +679,8 @@ mod tests {
         assert_eq!(again.wait().into_result().unwrap().n, 0, "end of stream");
     }
 
-    #[test]
-    fn closing_answers_every_outstanding_operation_once() {
-        let (_p, conn, _peer) = pair(Proactor::builder());
+    fn closing_answers_every_outstanding_operation_once(backend: Backend) {
+        let (_p, conn, _peer) = pair(Proactor::builder().backend(backend));
         let a = conn.read_some(vec![0; 8]);
         let b = conn.read_exact(vec![0; 8]);
         conn.close();
@@ -428,9 +694,8 @@ mod tests {
         assert!(matches!(conn.write_all(vec![1]), Err(Refused::Closed(b)) if b == vec![1]));
     }
 
-    #[test]
-    fn read_exact_cut_short_fails_with_what_it_read() {
-        let (_p, conn, mut peer) = pair(Proactor::builder());
+    fn read_exact_cut_short_fails_with_what_it_read(backend: Backend) {
+        let (_p, conn, mut peer) = pair(Proactor::builder().backend(backend));
         peer.write_all(b"ab").unwrap();
         peer.shutdown(std::net::Shutdown::Write).unwrap();
         match conn.read_exact(vec![0; 4]).wait() {
@@ -442,9 +707,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_read_that_outlives_its_timeout_fails_with_its_buffer() {
-        let (_p, conn, _peer) = pair(Proactor::builder());
+    fn a_read_that_outlives_its_timeout_fails_with_its_buffer(backend: Backend) {
+        let (_p, conn, _peer) = pair(Proactor::builder().backend(backend));
         match conn
             .read_some_timeout(vec![9; 3], Duration::from_millis(20))
             .wait()
@@ -457,8 +721,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn completions_run_on_the_loop_or_on_the_pool_never_on_the_initiator() {
+    fn completions_run_on_the_loop_or_on_the_pool_never_on_the_initiator(backend: Backend) {
         for pool in [
             None,
             Some(Arc::new(
@@ -470,7 +733,7 @@ mod tests {
             )),
         ] {
             let on = pool.clone().map_or(CompleteOn::Loop, CompleteOn::Pool);
-            let (_p, conn, mut peer) = pair(Proactor::builder().complete_on(on));
+            let (_p, conn, mut peer) = pair(Proactor::builder().backend(backend).complete_on(on));
             let (c, ran_on) = act::pair::<String, ()>();
             conn.read_some(vec![0; 4]).on_complete(move |_| {
                 let name = std::thread::current().name().unwrap_or("").to_owned();
@@ -487,9 +750,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn timers_and_file_reads_complete_through_tokens() {
-        let p = Proactor::new().unwrap();
+    fn timers_and_file_reads_complete_through_tokens(backend: Backend) {
+        let p = Proactor::builder().backend(backend).build().unwrap();
         assert_eq!(
             p.timer(Duration::from_millis(1)).wait(),
             Outcome::Completed(Ok(()))

@@ -76,6 +76,7 @@ pub use mio::Interest;
 #[cfg(posa_loom)]
 pub use serial::{Finish, SerialCell, Work};
 pub use timer::{MissedTicks, TimerId, TimerQueue};
+pub(crate) use turn::wait_timeout;
 
 use std::io;
 use std::time::Duration;

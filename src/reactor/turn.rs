@@ -20,7 +20,7 @@ use crate::panic_message;
 
 /// How long the next poll may wait: until the next timer, not past the drain deadline, and
 /// not at all when the loop owes work (`busy`).
-pub(super) fn wait_timeout(
+pub(crate) fn wait_timeout(
     now: Instant,
     next_timer: Option<Instant>,
     busy: bool,

@@ -44,7 +44,7 @@ mod proactor_echo;
 pub use echo::{Echo, EchoConfig, EchoFactory, EchoService};
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -53,10 +53,7 @@ use crate::net::{
     AcceptStats, Acceptor, Addr, ConnLimit, ConnStats, Listener, Placement, ServiceFactory,
 };
 use crate::proactor::Proactor;
-use crate::reactor::{
-    CloseReason, Context, EventHandler, Interest, LeaderFollowers, Reactor, ReactorGroup,
-    ReactorHandle, Readiness, ShutdownReport,
-};
+use crate::reactor::{LeaderFollowers, Reactor, ReactorGroup, ReactorHandle, ShutdownReport};
 use crate::sync::thread::{self, JoinHandle};
 use crate::sync::{Arc, Mutex};
 
@@ -137,6 +134,8 @@ pub struct ServerConfig {
     /// Interceptors at every accepted connection and every reactor upcall (rate limits,
     /// metrics, tracing...). Default: none.
     pub interceptors: crate::intercept::Chain,
+    /// The proactor model's backend (default [`Backend::Auto`](crate::proactor::Backend)).
+    pub backend: crate::proactor::Backend,
 }
 
 impl ServerConfig {
@@ -160,6 +159,7 @@ impl Default for ServerConfig {
             echo: EchoConfig::default(),
             reactor: crate::reactor::Config::default(),
             interceptors: crate::intercept::Chain::new(),
+            backend: crate::proactor::Backend::Auto,
         }
     }
 }
@@ -185,6 +185,7 @@ pub struct Server {
     limit: ConnLimit,
     accept_stats: Arc<AcceptStats>,
     conn_stats: Arc<ConnStats>,
+    signals: Mutex<Option<SignalThread>>,
 }
 
 impl Server {
@@ -239,6 +240,7 @@ impl Server {
             limit,
             accept_stats,
             conn_stats,
+            signals: Mutex::new(None),
         })
     }
 
@@ -269,6 +271,7 @@ impl Server {
             limit,
             accept_stats,
             conn_stats,
+            signals: Mutex::new(None),
         })
     }
 
@@ -305,6 +308,16 @@ impl Server {
         &self.local_addr
     }
 
+    /// What runs the server: the model, and for the proactor its live backend
+    /// (`proactor/uring` or `proactor/emulated`).
+    pub fn describe(&self) -> String {
+        match &self.run {
+            Run::Proactor(p) => format!("proactor/{} backend, {} loop(s)", p.backend(), p.loops()),
+            Run::Reactors(g) => format!("{} reactor thread(s)", g.handles().len()),
+            Run::LeaderFollowers { .. } => "leader/followers".to_owned(),
+        }
+    }
+
     /// Handles to its event loops (the first runs the acceptor).
     pub fn handles(&self) -> &[ReactorHandle] {
         match &self.run {
@@ -329,49 +342,55 @@ impl Server {
         Arc::clone(&self.conn_stats)
     }
 
-    /// Closes the server on SIGINT or SIGTERM: each signal starts a drain of `grace`.
+    /// Closes the server on SIGINT or SIGTERM: each signal starts a drain of `grace`. A thread
+    /// of its own waits for the signals (signal-hook), so this works on every model, the
+    /// io_uring proactor's loops included; it ends when the server is joined or dropped.
     pub fn shutdown_on_signals(&self, grace: Duration) -> io::Result<()> {
-        let (read, write) = std::os::unix::net::UnixStream::pair()?;
-        read.set_nonblocking(true)?;
-        write.set_nonblocking(true)?;
-        let read = mio::net::UnixStream::from_std(read);
-        let mut ids = Vec::new();
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            ids.push(signal_hook::low_level::pipe::register(
-                sig,
-                write.try_clone()?,
-            )?);
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])?;
+        let handle = signals.handle();
+        let stopper = self.stopper();
+        let thread = thread::Builder::new()
+            .name("posa-signals".to_owned())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    tracing::info!(?grace, "posa: signal received; shutting down");
+                    stopper.shutdown(grace);
+                }
+            })?;
+        if let Some(old) = self.signals.lock().replace(SignalThread { handle, thread }) {
+            old.stop();
         }
-        let signals = SignalHandler {
-            read,
-            ids,
-            handles: self.handles().to_vec(),
-            grace,
-        };
-        match self.handles()[0].add(signals).wait().into_result() {
-            Ok(_) => Ok(()),
-            Err(crate::act::Error::Failed(e)) => Err(e),
-            Err(_) => Err(io::Error::other(
-                "the server stopped before signals were installed",
-            )),
+        Ok(())
+    }
+
+    /// What stops the loops of this server, cloneable for another thread.
+    fn stopper(&self) -> Stopper {
+        match &self.run {
+            Run::Proactor(p) => Stopper::Proactor(p.handle()),
+            _ => Stopper::Loops(self.handles().to_vec()),
         }
     }
 
     /// Starts a graceful shutdown of every loop: intake stops, connections drain for up to
     /// `grace`, the rest are closed. Returns at once; [`join`](Self::join) waits.
     pub fn shutdown(&self, grace: Duration) {
-        for h in self.handles() {
-            drop(h.shutdown(grace));
-        }
+        self.stopper().shutdown(grace);
     }
 
     /// Waits for every loop to stop; returns their reports (first: the acceptor's).
     pub fn join(self) -> io::Result<Vec<ShutdownReport>> {
-        match &self.run {
+        let reports = match &self.run {
             Run::Reactors(group) => group.join(),
             Run::LeaderFollowers { thread, .. } => Self::join_lf(thread),
             Run::Proactor(proactor) => proactor.join(),
+        };
+        if let Some(signals) = self.signals.lock().take() {
+            signals.stop();
         }
+        reports
     }
 
     fn join_lf(
@@ -389,6 +408,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some(signals) = self.signals.lock().take() {
+            signals.stop();
+        }
         // The reactor group and the proactor shut down and join on their own drop.
         if let Run::LeaderFollowers { handle, thread } = &self.run
             && thread.lock().is_some()
@@ -409,41 +431,35 @@ impl fmt::Debug for Server {
     }
 }
 
-/// Turns SIGINT/SIGTERM (written to a socket by signal-hook's handler) into a shutdown.
-struct SignalHandler {
-    read: mio::net::UnixStream,
-    ids: Vec<signal_hook::SigId>,
-    handles: Vec<ReactorHandle>,
-    grace: Duration,
+/// The thread that waits for SIGINT/SIGTERM.
+struct SignalThread {
+    handle: signal_hook::iterator::Handle,
+    thread: JoinHandle<()>,
 }
 
-impl EventHandler for SignalHandler {
-    fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        cx.register(&mut self.read, Interest::READABLE)
+impl SignalThread {
+    fn stop(self) {
+        self.handle.close();
+        let _ = self.thread.join();
     }
+}
 
-    fn ready(&mut self, _: Readiness, _: &mut Context<'_>) {
-        let mut buf = [0u8; 64];
-        let mut got = false;
-        loop {
-            match self.read.read(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => got = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break, // WouldBlock: drained
-            }
-        }
-        if got {
-            tracing::info!(grace = ?self.grace, "posa: signal received; shutting down");
-            for h in &self.handles {
-                drop(h.shutdown(self.grace));
-            }
-        }
-    }
+/// Stops a server's loops from any thread.
+#[derive(Clone)]
+enum Stopper {
+    Loops(Vec<ReactorHandle>),
+    Proactor(crate::proactor::ProactorHandle),
+}
 
-    fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
-        for id in self.ids.drain(..) {
-            signal_hook::low_level::unregister(id);
+impl Stopper {
+    fn shutdown(&self, grace: Duration) {
+        match self {
+            Stopper::Loops(handles) => {
+                for h in handles {
+                    drop(h.shutdown(grace));
+                }
+            }
+            Stopper::Proactor(p) => p.shutdown(grace),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{Run, Server, ServerConfig};
 use crate::act::Outcome;
 use crate::net::{AcceptStats, ConnGuard, ConnLimit, ConnStats, Listener};
-use crate::proactor::{Accepts, Conn, Done, Proactor, ProactorHandle};
+use crate::proactor::{Accepts, Conn, Proactor, ProactorHandle};
 use crate::sync::Arc;
 
 /// What every connection's callbacks share.
@@ -18,7 +18,6 @@ struct Service {
     limit: ConnLimit,
     stats: Arc<ConnStats>,
     accept_stats: Arc<AcceptStats>,
-    chunk: usize,
     idle: Option<Duration>,
     chain: crate::intercept::Chain,
 }
@@ -40,7 +39,10 @@ impl Drop for Echo {
 pub(super) fn start(config: ServerConfig, listener: Listener) -> io::Result<Server> {
     let local_addr = listener.local_addr()?;
     let proactor = Proactor::builder()
+        .backend(config.backend)
         .threads(config.threads.max(1))
+        // A connection's bytes in flight are one receive buffer: the echo's bound.
+        .recv_buffers(1024, config.echo.buffer.clamp(1, 16 * 1024))
         .reactor(config.reactor_config())
         .build()?;
     let accepts = proactor.listen(listener)?;
@@ -53,7 +55,6 @@ pub(super) fn start(config: ServerConfig, listener: Listener) -> io::Result<Serv
         limit: limit.clone(),
         stats: Arc::clone(&stats),
         accept_stats: Arc::clone(&accept_stats),
-        chunk: config.echo.buffer.clamp(1, 64 * 1024),
         idle: config.echo.idle_timeout,
         chain: config.interceptors.clone(),
     });
@@ -64,6 +65,7 @@ pub(super) fn start(config: ServerConfig, listener: Listener) -> io::Result<Serv
         limit,
         accept_stats,
         conn_stats: stats,
+        signals: crate::sync::Mutex::new(None),
     })
 }
 
@@ -87,13 +89,12 @@ fn accept_next(service: Arc<Service>) {
                         .accept_stats
                         .accepted
                         .fetch_add(1, Ordering::Relaxed);
-                    let buf = vec![0; service.chunk];
                     let echo = Arc::new(Echo {
                         conn,
                         service: Arc::clone(&service),
                         _guard: guard,
                     });
-                    read_next(echo, buf);
+                    read_next(echo);
                 }
                 None => {
                     service
@@ -143,28 +144,34 @@ fn admitted(service: &Service, peer: crate::net::Peer) -> bool {
     ok
 }
 
-/// Initiate a read; on its completion, write what came, and on that, read again.
-fn read_next(echo: Arc<Echo>, buf: Vec<u8>) {
+/// Initiate a receive; on its completion, write what came, and on that, receive again. The
+/// receive borrows a buffer only when data arrives (a provided buffer ring on io_uring), so an
+/// idle connection holds none; the bytes are copied into the write's own buffer, which the
+/// write hands back and which is freed before the next receive.
+fn read_next(echo: Arc<Echo>) {
     let token = match echo.service.idle {
-        Some(idle) => echo.conn.read_some_timeout(buf, idle),
-        None => echo.conn.read_some(buf),
+        Some(idle) => echo.conn.recv_timeout(idle),
+        None => echo.conn.recv(),
     };
     token.on_complete(move |outcome| match outcome {
-        Outcome::Completed(Ok(Done { n: 0, .. })) => finish(echo),
-        Outcome::Completed(Ok(Done { buf, n })) => {
+        Outcome::Completed(Ok(data)) if data.is_empty() => finish(echo),
+        Outcome::Completed(Ok(data)) => {
+            let n = data.len();
             let stats = &echo.service.stats;
             stats.bytes.add(n as u64);
             stats.max_buffered.fetch_max(n, Ordering::Relaxed);
-            match echo.conn.write_all_prefix(buf, n) {
+            let out = data.to_vec();
+            drop(data); // the receive buffer goes back at once
+            match echo.conn.write_all(out) {
                 Ok(written) => written.on_complete(move |o| match o {
-                    Outcome::Completed(Ok(Done { buf, .. })) => read_next(echo, buf),
+                    Outcome::Completed(Ok(_)) => read_next(echo),
                     Outcome::Cancelled(_) | Outcome::CancelledAfterEffect(_) => {}
                     _ => echo.service.stats.errors.incr(),
                 }),
                 Err(_) => echo.service.stats.errors.incr(),
             }
         }
-        Outcome::Completed(Err(e)) if e.error.kind() == io::ErrorKind::TimedOut => {
+        Outcome::Completed(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
             echo.service.stats.idle_closed.incr();
         }
         // Drain (shutdown): stop reading, let the writes go, close our side in order.

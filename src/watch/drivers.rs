@@ -250,29 +250,32 @@ impl EventHandler for ProactorWatch {
     }
 }
 
-/// Runs `watcher` on a proactor (one loop thread), sending events to `sink`.
+/// Runs `watcher` with its file reads on a proactor, sending events to `sink`: the reads are
+/// operations the proactor completes (on io_uring the kernel performs them, where the probe
+/// finds it usable). inotify's readiness is watched by a reactor of its own.
 pub fn watch_proactor(watcher: Watcher, sink: Sink) -> io::Result<Running> {
     let proactor = Proactor::new()?;
+    tracing::debug!(backend = %proactor.backend(), "posa watch: proactor backend");
     let fd = watcher.fd();
-    let handle = proactor.handles()[0].clone();
+    let mut reactor = Reactor::new()?;
     let state = Arc::new(Mutex::new(WatchState {
         watcher,
         steps: VecDeque::new(),
         sink,
         busy: false,
     }));
-    let added = handle.add(ProactorWatch {
+    reactor.add(ProactorWatch {
         state,
         proactor: proactor.handle(),
         fd,
-    });
-    added
-        .wait()
-        .into_result()
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    })?;
+    let handle = reactor.handle();
+    let thread = crate::sync::thread::Builder::new()
+        .name("posa-watch".to_owned())
+        .spawn(move || reactor.run())?;
     Ok(Running {
         handle,
-        thread: None,
+        thread: Some(thread),
         proactor: Some(proactor),
     })
 }

@@ -20,6 +20,7 @@ pub fn all_models() -> Vec<String> {
         "leader-followers",
         "half-sync",
         "proactor",
+        "proactor-uring",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -139,11 +140,19 @@ impl Server {
         idle: Option<Duration>,
     ) -> io::Result<Server> {
         let idle = idle.map_or(0.0, |d| d.as_secs_f64()).to_string();
+        // `proactor` is the emulated backend, `proactor-uring` the io_uring one, side by side.
+        let (model, backend) = match model {
+            "proactor" => ("proactor", "emulated"),
+            "proactor-uring" => ("proactor", "uring"),
+            other => (other, "auto"),
+        };
         let mut child = Command::new(exe)
             .args([
                 "echo-server",
                 "--model",
                 model,
+                "--backend",
+                backend,
                 "--addr",
                 "127.0.0.1:0",
                 "--threads",

@@ -165,6 +165,10 @@ struct EchoArgs {
     /// half-sync.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// The proactor's backend: auto (io_uring where the kernel allows it, else emulated),
+    /// uring (io_uring or a clear error), emulated (readiness on reactors).
+    #[arg(long, default_value = "auto")]
+    backend: posa::proactor::Backend,
     /// Where to listen: IP:PORT or unix:/path.
     #[arg(long, default_value = "127.0.0.1:7000")]
     addr: Addr,
@@ -247,6 +251,7 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
             idle_timeout: (!idle.is_zero()).then_some(idle),
         },
         interceptors: chain,
+        backend: args.backend,
         ..ServerConfig::default()
     };
     let model = config.model;
@@ -255,9 +260,9 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
         .shutdown_on_signals(grace)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     eprintln!(
-        "posa echo-server: listening on {} (model {model}, {} reactor thread(s)); Ctrl-C to stop",
+        "posa echo-server: listening on {} (model {model}, {}); Ctrl-C to stop",
         server.local_addr(),
-        server.handles().len()
+        server.describe()
     );
     let (accepts, echo) = (server.accept_stats(), server.conn_stats());
     // The periodic report: a thread that wakes every `every` until the server has stopped.

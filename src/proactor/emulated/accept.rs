@@ -15,16 +15,17 @@ use std::collections::VecDeque;
 use std::io;
 
 use super::super::accept::{AcceptCompleter, AcceptShared};
+use super::super::conn::LoopWaker;
 use super::Loops;
 use crate::net::Listener;
-use crate::reactor::{CloseReason, Context, EventHandler, HandlerWaker, Interest, Readiness};
+use crate::reactor::{CloseReason, Context, EventHandler, Interest, Readiness};
 use std::sync::Arc;
 
 /// The loop's side of a listener.
 pub(super) struct AcceptHandler {
     pub(super) listener: Listener,
     pub(super) shared: Arc<AcceptShared>,
-    pub(super) waker: Option<HandlerWaker>,
+    pub(super) waker: Option<LoopWaker>,
     pub(super) waiting: VecDeque<AcceptCompleter>,
     pub(super) loops: Arc<Loops>,
 }
@@ -82,7 +83,7 @@ impl AcceptHandler {
 impl EventHandler for AcceptHandler {
     fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         cx.register(&mut self.listener, Interest::READABLE)?;
-        self.waker = Some(cx.waker());
+        self.waker = Some(LoopWaker::Reactor(cx.waker()));
         self.pump(cx);
         Ok(())
     }

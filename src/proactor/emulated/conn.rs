@@ -17,24 +17,25 @@
 )]
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io::{self, Read as _};
 
-use super::super::conn::{ConnShared, Op, ReadOp, WriteOp};
+use super::super::conn::{ConnShared, LoopWaker, Op, Read, ReadOp, RecvOp, WriteOp};
 use super::super::delivery::Delivery;
+use super::super::recv::{HeapPool, RecvBuf};
 use super::super::{Done, OpCompleter, OpError};
 use crate::net::Stream;
-use crate::reactor::{
-    CloseReason, Context, EventHandler, HandlerWaker, Interest, Readiness, TimerId,
-};
+use crate::reactor::{CloseReason, Context, EventHandler, Interest, Readiness, TimerId};
 use std::sync::Arc;
 
 /// The loop side of a connection.
 pub(super) struct ConnHandler {
     stream: Stream,
     shared: Arc<ConnShared>,
-    waker: Option<HandlerWaker>,
+    waker: Option<LoopWaker>,
     incoming: VecDeque<Op>,
-    reads: VecDeque<ReadOp>,
+    reads: VecDeque<Read>,
+    /// Where pooled receives borrow their buffer (shared by the loop's connections).
+    pool: crate::sync::Arc<HeapPool>,
     /// Writes and write shutdowns, in the order issued.
     writes: VecDeque<WriteOp>,
     /// "Writable" waiters, answered when the write queue is at its low-water mark.
@@ -46,6 +47,17 @@ pub(super) struct ConnHandler {
 enum Step {
     Progress,
     Blocked,
+}
+
+/// How a read finished: a caller-buffer read with its byte count or the error kind that ended
+/// it, or a pooled receive with its data.
+enum ReadDone {
+    Into(Result<usize, io::ErrorKind>),
+    Pooled(RecvBuf),
+}
+
+fn front_timeout(reads: &VecDeque<Read>) -> Option<std::time::Duration> {
+    reads.front().and_then(Read::timeout)
 }
 
 impl ConnHandler {
@@ -88,97 +100,145 @@ impl ConnHandler {
 
     fn pump_reads(&mut self, cx: &mut Context<'_>) -> io::Result<Step> {
         let mut step = Step::Blocked;
-        while let Some(ReadOp {
-            buf,
-            filled,
-            exact,
-            timeout,
-            c,
-        }) = self.reads.front_mut()
-        {
-            if c.is_cancelled() || self.draining {
-                self.finish_read(cx, |buf, n| Err((buf, n, io::ErrorKind::Interrupted)));
+        while let Some(front) = self.reads.front_mut() {
+            if front.is_cancelled() || self.draining {
+                self.stop_read(cx, io::ErrorKind::Interrupted);
                 step = Step::Progress;
                 continue;
             }
-            if buf.is_empty() {
-                let done = Ok(Done {
-                    buf: std::mem::take(buf),
-                    n: 0,
-                });
-                self.finish_read_with(cx, done);
-                step = Step::Progress;
-                continue;
-            }
-            match self.stream.read(&mut buf[*filled..]) {
-                Ok(0) => {
-                    let n = *filled;
-                    let short = *exact;
-                    self.finish_read(cx, move |buf, _| {
-                        if short {
-                            Err((buf, n, io::ErrorKind::UnexpectedEof))
-                        } else {
-                            Ok(Done { buf, n })
-                        }
-                    });
+            let outcome = match front {
+                Read::Into(r) => Self::read_into(&mut self.stream, r)?,
+                Read::Pooled(_) => Self::read_pooled(&mut self.stream, &self.pool)?,
+            };
+            match outcome {
+                Some(done) => {
+                    self.finish_read(cx, done);
                     step = Step::Progress;
                 }
-                Ok(k) => {
-                    *filled += k;
-                    if !*exact || *filled == buf.len() {
-                        let n = *filled;
-                        self.finish_read(cx, move |buf, _| Ok(Done { buf, n }));
-                        step = Step::Progress;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let (Some(after), None) = (*timeout, self.read_timer) {
+                None => {
+                    if let (Some(after), None) = (front_timeout(&self.reads), self.read_timer) {
                         self.read_timer = Some(cx.set_timer(after));
                     }
-                    break;
+                    break; // WouldBlock: wait for readable
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
             }
         }
         Ok(step)
     }
 
-    /// Pops the front read and answers it per `how(buf, filled)`: `Ok(done)` completes,
-    /// `Err((buf, n, kind))` stops it (cancelled if nothing moved).
-    fn finish_read(
-        &mut self,
-        cx: &mut Context<'_>,
-        how: impl FnOnce(Vec<u8>, usize) -> Result<Done, (Vec<u8>, usize, io::ErrorKind)>,
-    ) {
-        let Some(ReadOp { buf, filled, c, .. }) = self.reads.pop_front() else {
+    /// One read into the caller's buffer: `Some` when the read is finished, `None` on
+    /// `WouldBlock`.
+    fn read_into(stream: &mut Stream, r: &mut ReadOp) -> io::Result<Option<ReadDone>> {
+        if r.buf.is_empty() {
+            return Ok(Some(ReadDone::Into(Ok(0))));
+        }
+        loop {
+            match stream.read(&mut r.buf[r.filled..]) {
+                Ok(0) if r.exact => {
+                    return Ok(Some(ReadDone::Into(Err(io::ErrorKind::UnexpectedEof))));
+                }
+                Ok(0) => return Ok(Some(ReadDone::Into(Ok(r.filled)))),
+                Ok(k) => {
+                    r.filled += k;
+                    if !r.exact || r.filled == r.buf.len() {
+                        return Ok(Some(ReadDone::Into(Ok(r.filled))));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One receive into a pooled buffer, taken only for the read and given back on
+    /// `WouldBlock`, so an idle connection holds none.
+    fn read_pooled(
+        stream: &mut Stream,
+        pool: &crate::sync::Arc<HeapPool>,
+    ) -> io::Result<Option<ReadDone>> {
+        let mut buf = pool.get();
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    pool.put(buf);
+                    return Ok(Some(ReadDone::Pooled(RecvBuf::eof())));
+                }
+                Ok(n) => {
+                    return Ok(Some(ReadDone::Pooled(RecvBuf::heap(
+                        buf,
+                        n,
+                        crate::sync::Arc::clone(pool),
+                    ))));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    pool.put(buf);
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    pool.put(buf);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Pops the front read and answers it with `done`.
+    fn finish_read(&mut self, cx: &mut Context<'_>, done: ReadDone) {
+        let Some(front) = self.reads.pop_front() else {
             return;
         };
         if let Some(t) = self.read_timer.take() {
             cx.cancel_timer(t);
         }
-        match how(buf, filled) {
-            Ok(done) => self.delivery().complete(c, Ok(done)),
-            Err((buf, n, kind)) if kind == io::ErrorKind::Interrupted => {
-                self.delivery().stop(c, buf, n, kind)
+        let delivery = &self.shared.delivery;
+        match (front, done) {
+            (Read::Into(ReadOp { buf, c, .. }), ReadDone::Into(Ok(n))) => {
+                delivery.complete(c, Ok(Done { buf, n }))
             }
-            Err((buf, n, kind)) => self.delivery().complete(
-                c,
-                Err(OpError {
-                    error: kind.into(),
-                    buf,
-                    n,
-                }),
-            ),
+            (Read::Into(ReadOp { buf, filled, c, .. }), ReadDone::Into(Err(kind))) => {
+                let error = kind.into();
+                delivery.complete(
+                    c,
+                    Err(OpError {
+                        error,
+                        buf,
+                        n: filled,
+                    }),
+                )
+            }
+            (Read::Pooled(RecvOp { c, .. }), ReadDone::Pooled(data)) => {
+                delivery.run(move || c.complete(Ok(data)))
+            }
+            (other, _) => other.stop(delivery, io::ErrorKind::Interrupted),
         }
     }
 
-    fn finish_read_with(&mut self, cx: &mut Context<'_>, done: Result<Done, OpError>) {
-        if let Some(ReadOp { c, .. }) = self.reads.pop_front() {
-            if let Some(t) = self.read_timer.take() {
-                cx.cancel_timer(t);
+    /// Pops the front read and stops it: `Interrupted` answers cancelled (or the partial
+    /// result); another kind (a timeout) fails it with that error and its buffer.
+    fn stop_read(&mut self, cx: &mut Context<'_>, kind: io::ErrorKind) {
+        let Some(front) = self.reads.pop_front() else {
+            return;
+        };
+        if let Some(t) = self.read_timer.take() {
+            cx.cancel_timer(t);
+        }
+        let delivery = &self.shared.delivery;
+        match front {
+            front if kind == io::ErrorKind::Interrupted => front.stop(delivery, kind),
+            Read::Into(ReadOp { buf, filled, c, .. }) => {
+                let error = kind.into();
+                delivery.complete(
+                    c,
+                    Err(OpError {
+                        error,
+                        buf,
+                        n: filled,
+                    }),
+                )
             }
-            self.delivery().complete(c, done);
+            Read::Pooled(RecvOp { c, .. }) => delivery.run(move || c.complete(Err(kind.into()))),
         }
     }
 
@@ -271,7 +331,7 @@ impl ConnHandler {
 impl EventHandler for ConnHandler {
     fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         cx.register(&mut self.stream, Interest::READABLE | Interest::WRITABLE)?;
-        self.waker = Some(cx.waker());
+        self.waker = Some(LoopWaker::Reactor(cx.waker()));
         self.pump(cx); // operations issued before the loop took the connection
         Ok(())
     }
@@ -283,7 +343,7 @@ impl EventHandler for ConnHandler {
     fn timeout(&mut self, timer: TimerId, cx: &mut Context<'_>) {
         if self.read_timer == Some(timer) {
             self.read_timer = None;
-            self.finish_read(cx, |buf, n| Err((buf, n, io::ErrorKind::TimedOut)));
+            self.stop_read(cx, io::ErrorKind::TimedOut);
             self.pump(cx);
         }
     }
@@ -302,10 +362,15 @@ impl EventHandler for ConnHandler {
 
 impl ConnHandler {
     /// The handler for `stream`, sharing `shared` with the connection's [`Conn`](super::super::Conn)s.
-    pub(super) fn new(stream: Stream, shared: Arc<ConnShared>) -> Self {
+    pub(super) fn new(
+        stream: Stream,
+        shared: Arc<ConnShared>,
+        pool: crate::sync::Arc<HeapPool>,
+    ) -> Self {
         ConnHandler {
             stream,
             shared,
+            pool,
             waker: None,
             incoming: VecDeque::new(),
             reads: VecDeque::new(),

@@ -34,6 +34,7 @@ use super::accept::{AcceptShared, Accepts};
 use super::conn::{Conn, ConnShared};
 use super::delivery::Delivery;
 use super::ops::OpQueue;
+use super::recv::HeapPool;
 use super::{ConnectToken, Done, OpError, OpToken, TimerToken};
 use crate::act;
 use crate::net::{Addr, ConnectError, ConnectOptions, Listener, Peer, Stream};
@@ -53,6 +54,8 @@ pub(super) struct Loops {
     pub(super) delivery: Delivery,
     high_water: usize,
     low_water: usize,
+    /// Buffers lent to pooled receives, shared by the loops.
+    pool: crate::sync::Arc<HeapPool>,
 }
 
 impl Loops {
@@ -62,6 +65,7 @@ impl Loops {
         reactor: &crate::reactor::Config,
         delivery: Delivery,
         (high_water, low_water): (usize, usize),
+        recv_size: usize,
     ) -> io::Result<(Arc<Loops>, ReactorGroup)> {
         let mut reactors = (0..threads.max(1))
             .map(|_| Reactor::builder().config(reactor.clone()).build())
@@ -86,6 +90,7 @@ impl Loops {
             delivery,
             high_water,
             low_water,
+            pool: crate::sync::Arc::new(HeapPool::new(recv_size, 1024)),
         });
         let group = ReactorGroup::spawn(reactors, "posa-proactor")?;
         Ok((loops, group))
@@ -111,7 +116,11 @@ impl Loops {
     /// Attaches `stream`, accepted on a loop thread (`cx`), to a loop.
     fn attach(&self, stream: Stream, peer: Peer, cx: &mut Context<'_>) -> io::Result<(Conn, Peer)> {
         let shared = self.new_conn(peer);
-        let handler = ConnHandler::new(stream, Arc::clone(&shared));
+        let handler = ConnHandler::new(
+            stream,
+            Arc::clone(&shared),
+            crate::sync::Arc::clone(&self.pool),
+        );
         let target = self.pick();
         if self.handles.len() == 1 || cx.handle().same_loop(&self.handles[target]) {
             cx.spawn(handler);
@@ -160,7 +169,11 @@ impl Loops {
             let result = match outcome.into_result() {
                 Ok(stream) => {
                     let shared = loops.new_conn(peer);
-                    let handler = ConnHandler::new(stream, Arc::clone(&shared));
+                    let handler = ConnHandler::new(
+                        stream,
+                        Arc::clone(&shared),
+                        crate::sync::Arc::clone(&loops.pool),
+                    );
                     match handle.post(move |host| {
                         let _ = host.add_boxed(Box::new(handler));
                     }) {
