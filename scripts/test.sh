@@ -11,6 +11,10 @@ cd "$(dirname "$0")/.."
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 t0=$(date +%s)
+# A test that needs io_uring and finds the kernel refusing it appends a line here (see
+# posa::proactor::skip_without_io_uring); the summary counts them.
+export POSA_SKIP_LOG="$logs/skips"
+: >"$POSA_SKIP_LOG"
 
 step() {
     local name=$1
@@ -57,6 +61,11 @@ if [ "$benches" -eq 0 ]; then
     exit 1
 fi
 
+skipped=$(sort -u "$POSA_SKIP_LOG" | grep -c . || true)
 echo
-echo "posa test summary: $test_passed tests, $loom_passed loom models (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS), $benches benchmarks smoke-run, $(($(date +%s) - t0)) s"
-echo "tests: $((test_passed + loom_passed)) passed, $((test_failed + loom_failed)) failed"
+if [ "$skipped" -gt 0 ]; then
+    echo "skipped on io_uring:"
+    sort -u "$POSA_SKIP_LOG" | sed 's/^/  /'
+fi
+echo "posa test summary: $test_passed tests, $loom_passed loom models (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS), $benches benchmarks smoke-run, $skipped io_uring runs skipped, $(($(date +%s) - t0)) s"
+echo "tests: $((test_passed + loom_passed)) passed, $((test_failed + loom_failed)) failed, $skipped skipped"

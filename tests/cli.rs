@@ -118,3 +118,72 @@ fn bad_input_is_a_clear_error() {
     assert!(!run.status.success(), "nothing listens on port 1");
     assert!(String::from_utf8_lossy(&run.stderr).contains("cannot load"));
 }
+
+/// Starts `posa echo-server --model proactor --backend <backend>` with `env`, returns the line
+/// that says where it listens and on what, then stops it with SIGTERM.
+fn proactor_server_banner(backend: &str, env: &[(&str, &str)]) -> String {
+    use std::io::BufRead;
+    let mut child = posa()
+        .args([
+            "echo-server",
+            "--model",
+            "proactor",
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--backend", backend, "--drain-grace", "0"])
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let banner = lines
+        .by_ref()
+        .take(20)
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening on"))
+        .unwrap_or_default();
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Read to the end (bounded by the child's exit), as a terminal would.
+    for _ in lines.by_ref().take(1000) {}
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {banner}");
+    banner
+}
+
+#[test]
+fn echo_server_says_which_proactor_backend_is_live_and_refuses_an_unavailable_one() {
+    let off = [("POSA_IO_URING", "off")];
+    let banner = proactor_server_banner("auto", &off);
+    assert!(banner.contains("proactor/emulated"), "{banner}");
+    let banner = proactor_server_banner("emulated", &[]);
+    assert!(banner.contains("proactor/emulated"), "{banner}");
+    if posa::proactor::skip_without_io_uring("echo_server_on_io_uring") {
+        let banner = proactor_server_banner("auto", &[]);
+        assert!(banner.contains("proactor/uring"), "{banner}");
+    }
+    let refused = posa()
+        .args(["echo-server", "--model", "proactor", "--backend", "uring"])
+        .args(["--addr", "127.0.0.1:0"])
+        .envs(off)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("io_uring disabled by POSA_IO_URING=off"),
+        "{stderr}"
+    );
+    let bad = posa()
+        .args(["echo-server", "--model", "proactor", "--backend", "epoll"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("unknown backend"),
+        "{stderr}"
+    );
+}

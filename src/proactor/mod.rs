@@ -595,7 +595,92 @@ mod tests {
         a_read_that_outlives_its_timeout_fails_with_its_buffer,
         completions_run_on_the_loop_or_on_the_pool_never_on_the_initiator,
         timers_and_file_reads_complete_through_tokens,
+        recv_lends_a_buffer_when_data_arrives_and_an_empty_one_at_end_of_stream,
+        a_cancel_racing_a_completion_answers_once_and_hands_the_buffer_back,
     );
+
+    #[test]
+    fn auto_falls_back_to_emulated_and_an_explicit_io_uring_request_fails_clearly() {
+        let refused = || Err("io_uring unavailable: ring setup failed: EPERM".to_owned());
+        assert_eq!(select(Backend::Auto, refused).unwrap(), Backend::Emulated);
+        let err = select(Backend::IoUring, refused).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+        assert!(err.to_string().contains("EPERM"), "{err}");
+        let never = || -> Result<(), String> { panic!("emulated needs no probe") };
+        assert_eq!(select(Backend::Emulated, never).unwrap(), Backend::Emulated);
+        assert_eq!(select(Backend::Auto, || Ok(())).unwrap(), Backend::IoUring);
+        // And the emulated backend serves when Auto falls back.
+        let p = Builder::default()
+            .build_with(select(Backend::Auto, refused).unwrap())
+            .unwrap();
+        assert_eq!(p.backend(), Backend::Emulated);
+        assert_eq!(
+            p.timer(Duration::from_millis(1)).wait(),
+            Outcome::Completed(Ok(()))
+        );
+        assert_eq!("uring".parse::<Backend>(), Ok(Backend::IoUring));
+        assert!("epoll".parse::<Backend>().is_err());
+    }
+
+    fn recv_lends_a_buffer_when_data_arrives_and_an_empty_one_at_end_of_stream(backend: Backend) {
+        let (_p, conn, mut peer) = pair(Proactor::builder().backend(backend).recv_buffers(4, 8));
+        let first = conn.recv();
+        peer.write_all(b"hello").unwrap();
+        let data = first.wait().into_result().unwrap();
+        assert_eq!(&data[..], b"hello");
+        drop(data); // back to the pool or ring
+        // More than one buffer's worth arrives in buffer-sized pieces, in order.
+        peer.write_all(b"0123456789abcdef").unwrap();
+        let mut got = Vec::new();
+        while got.len() < 16 {
+            let piece = conn.recv().wait().into_result().unwrap();
+            assert!(!piece.is_empty() && piece.len() <= 8, "{}", piece.len());
+            got.extend_from_slice(&piece);
+        }
+        assert_eq!(got, b"0123456789abcdef");
+        let timed = conn.recv_timeout(Duration::from_millis(20)).wait();
+        assert!(
+            matches!(&timed, Outcome::Completed(Err(e)) if e.kind() == io::ErrorKind::TimedOut),
+            "{timed:?}"
+        );
+        drop(peer);
+        let end = conn.recv().wait().into_result().unwrap();
+        assert!(end.is_empty(), "end of stream");
+    }
+
+    fn a_cancel_racing_a_completion_answers_once_and_hands_the_buffer_back(backend: Backend) {
+        let (_p, conn, mut peer) = pair(Proactor::builder().backend(backend));
+        let mut read_bytes = 0;
+        for i in 0..200u32 {
+            let read = conn.read_some(vec![0; 16]);
+            if i % 2 == 0 {
+                peer.write_all(b"x").unwrap(); // the completion and the cancel race
+            }
+            read.cancel();
+            match read.wait() {
+                Outcome::Cancelled(buf) => assert_eq!(buf.len(), 16, "the buffer comes back"),
+                Outcome::CancelledAfterEffect(Ok(Done { buf, n }))
+                | Outcome::Completed(Ok(Done { buf, n })) => {
+                    assert_eq!(buf.len(), 16, "the buffer comes back");
+                    assert!(
+                        n > 0 && buf[..n].iter().all(|&b| b == b'x'),
+                        "{:?}",
+                        &buf[..n]
+                    );
+                    read_bytes += n;
+                }
+                other => panic!("read {i}: {other:?}"),
+            }
+        }
+        // No byte is lost or read twice: what the reads that took effect got, plus what is
+        // still there, is what was sent.
+        let mut rest = 100 - read_bytes;
+        while rest > 0 {
+            let Done { n, .. } = conn.read_some(vec![0; 256]).wait().into_result().unwrap();
+            assert!(n <= rest, "more bytes than were sent");
+            rest -= n;
+        }
+    }
 
     /// A proactor, a connection it accepted, and the blocking peer on the other end.
     fn pair(builder: Builder) -> (Proactor, Conn, std::net::TcpStream) {

@@ -356,8 +356,8 @@ impl Server {
             .name("posa-signals".to_owned())
             .spawn(move || {
                 for _ in signals.forever() {
-                    tracing::info!(?grace, "posa: signal received; shutting down");
                     stopper.shutdown(grace);
+                    tracing::info!(?grace, "posa: signal received; shutting down");
                 }
             })?;
         if let Some(old) = self.signals.lock().replace(SignalThread { handle, thread }) {
