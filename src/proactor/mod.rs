@@ -77,6 +77,9 @@ pub use accept::Accepts;
 pub use conn::Conn;
 pub use delivery::CompleteOn;
 pub use recv::{RecvBuf, RecvToken};
+/// The io_uring backend's cross-thread state, public only where the loom models drive it.
+#[cfg(all(posa_loom, target_os = "linux", feature = "io-uring"))]
+pub use uring::{Inbox, Key, RingShared, RingWaker, Slab, eventfd};
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub use uring::{Unavailable, probe};
 

@@ -14,8 +14,13 @@ mod shared;
 mod slab;
 mod sys;
 
+#[cfg(not(posa_loom))]
 pub(crate) use shared::RingWaker;
+#[cfg(posa_loom)]
+pub use shared::{Inbox, Key, RingShared, RingWaker};
 pub use sys::Unavailable;
+#[cfg(posa_loom)]
+pub use sys::{Slab, eventfd};
 
 use std::fmt;
 use std::fs::File;
@@ -31,11 +36,11 @@ use super::{ConnectToken, OpToken, TimerToken};
 use crate::act::{self, Completer};
 use crate::net::{Addr, ConnectOptions, Listener, Peer};
 use crate::reactor::ShutdownReport;
-use crate::sync::atomic::{AtomicUsize, Ordering, Ordering::SeqCst};
-use crate::sync::dekker_fence;
+use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::thread::{self, JoinHandle};
 use crate::sync::{Arc, Mutex};
 use event_loop::{RingLoop, TimerOps};
+#[cfg(not(posa_loom))]
 use shared::{Key, RingShared};
 
 /// A timer waiting to fire.
@@ -298,11 +303,8 @@ impl Deref for RingBuf {
 
 impl Drop for RingBuf {
     fn drop(&mut self) {
-        self.slab.returned.lock().push(self.bid);
-        // Pairs with the loop raising `starving` before it looks at the returns once more.
-        dekker_fence();
-        if self.slab.starving.load(SeqCst) {
-            self.waker.wake();
+        if self.slab.give_back(self.bid) {
+            self.waker.wake(); // a receive waits for a buffer
         }
     }
 }

@@ -10,6 +10,9 @@
 //! - Wake-ups coalesce per key: a key is queued at most once until the loop takes it (its
 //!   `queued` flag), so wakers cannot grow the inbox past the number of live keys.
 //! - Jobs are bounded (`JOB_CAPACITY`): a full or stopped inbox hands the job back.
+//!
+//! Public only in a `--cfg posa_loom` build, for the models in `loom-tests/tests/uring.rs`.
+#![cfg_attr(not(posa_loom), allow(unreachable_pub))]
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -22,10 +25,14 @@ pub(super) const JOB_CAPACITY: usize = 65_536;
 
 /// What a key names on its loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Key {
+pub enum Key {
+    /// A connection, by its slab key.
     Conn(u64),
+    /// A listener, by its slab key.
     Listener(u64),
+    /// The loop's timer queue.
     Timers,
+    /// The loop's file reads (a cancellation).
     Files,
     /// Buffers came back to a ring that had run dry.
     Buffers,
@@ -34,9 +41,11 @@ pub(super) enum Key {
 /// A job run on the loop thread with the loop.
 pub(super) type Job = Box<dyn FnOnce(&mut super::event_loop::RingLoop) + Send>;
 
+/// What the loop takes from its inbox in a turn.
 #[derive(Default)]
-pub(super) struct Inbox {
-    pub(super) keys: Vec<Key>,
+pub struct Inbox {
+    /// Keys woken since the last turn.
+    pub keys: Vec<Key>,
     pub(super) jobs: Vec<Job>,
     pub(super) shutdown: Option<Duration>,
     /// The loop has stopped: nothing more is taken.
@@ -44,14 +53,15 @@ pub(super) struct Inbox {
 }
 
 /// The cross-thread half of one ring loop.
-pub(super) struct RingShared {
+pub struct RingShared {
     pub(super) inbox: Mutex<Inbox>,
     notified: AtomicBool,
     pub(super) event_fd: OwnedFd,
 }
 
 impl RingShared {
-    pub(super) fn new(event_fd: OwnedFd) -> Self {
+    /// The shared half of a loop woken through `event_fd`.
+    pub fn new(event_fd: OwnedFd) -> Self {
         RingShared {
             inbox: Mutex::new(Inbox::default()),
             notified: AtomicBool::new(false),
@@ -67,10 +77,34 @@ impl RingShared {
         }
     }
 
-    /// Loop side, before taking the inbox: lower the flag.
-    pub(super) fn lower(&self) {
+    /// Loop side, each turn: lowers the flag, then takes what the inbox holds (keys, jobs; the
+    /// shutdown request stays, for `shutdown_requested`).
+    pub fn take(&self) -> Inbox {
         self.notified.store(false, SeqCst);
-        dekker_fence();
+        dekker_fence(); // pairs with the fence in `notify`
+        let mut inbox = self.inbox.lock();
+        Inbox {
+            keys: std::mem::take(&mut inbox.keys),
+            jobs: std::mem::take(&mut inbox.jobs),
+            shutdown: inbox.shutdown,
+            stopped: false,
+        }
+    }
+
+    /// Reads and resets the eventfd's counter (non-blocking): `true` if a wake-up was
+    /// signalled. For the loom models, which have no ring to complete the eventfd read.
+    #[cfg(posa_loom)]
+    pub fn take_signal(&self) -> bool {
+        let mut counter = 0u64;
+        // SAFETY: reads 8 bytes into a live u64 from a descriptor this value owns.
+        let n = unsafe {
+            libc::read(
+                std::os::fd::AsRawFd::as_raw_fd(&self.event_fd),
+                (&mut counter as *mut u64).cast(),
+                8,
+            )
+        };
+        n == 8 && counter > 0
     }
 
     /// Queues `key` (once per `queued` flag) and wakes the loop.
@@ -117,7 +151,7 @@ impl RingShared {
 /// Wakes one key of a ring loop from any thread (the caller's side of a connection, a
 /// listener, the timers): what `LoopWaker::Ring` holds.
 #[derive(Clone)]
-pub(crate) struct RingWaker {
+pub struct RingWaker {
     shared: Arc<RingShared>,
     key: Key,
     /// Raised while the key waits in the inbox; the loop lowers it when it takes the key.
@@ -125,7 +159,8 @@ pub(crate) struct RingWaker {
 }
 
 impl RingWaker {
-    pub(super) fn new(shared: Arc<RingShared>, key: Key) -> Self {
+    /// A waker for `key` on the loop `shared` belongs to.
+    pub fn new(shared: Arc<RingShared>, key: Key) -> Self {
         RingWaker {
             shared,
             key,
@@ -134,12 +169,12 @@ impl RingWaker {
     }
 
     /// Asks the loop to look at this key.
-    pub(crate) fn wake(&self) {
+    pub fn wake(&self) {
         self.shared.wake(self.key, &self.queued);
     }
 
     /// Loop side: the key was taken; a wake from now on queues it again.
-    pub(super) fn taken(&self) {
+    pub fn taken(&self) {
         self.queued.store(false, SeqCst);
     }
 }

@@ -1,6 +1,7 @@
 //! The kernel side of the io_uring backend: ring setup with fallbacks, the probe, the
 //! provided buffer ring, the eventfd. Every `unsafe` of the backend is here or in the loop's
 //! one `push`, each with its argument.
+#![cfg_attr(not(posa_loom), allow(unreachable_pub))]
 
 use std::fmt;
 use std::io;
@@ -8,7 +9,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use io_uring::{IoUring, Probe, opcode, types};
 
-use crate::sync::Mutex;
+use crate::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use crate::sync::{Mutex, dekker_fence};
 
 /// Why the io_uring backend cannot run here: the probe's finding, in words a log line can
 /// carry.
@@ -124,14 +126,20 @@ pub(super) struct BufRing {
 
 /// The buffers' memory. A buffer is owned by exactly one of: the kernel (in the ring), a
 /// [`RingBuf`](super::RingBuf) (received data), or the return queue; never two at once.
-pub(super) struct Slab {
+///
+/// A buffer comes back from any thread ([`give_back`](Self::give_back)) while the loop may be
+/// parking receives for want of one ([`starve`](Self::starve)): a Dekker pair. The returner
+/// pushes, then reads `starving`; the loop raises `starving`, then takes the returns once
+/// more. Either the loop's take sees the buffer or the returner sees the flag and wakes it.
+/// (Public only in a `--cfg posa_loom` build, for `loom-tests/tests/uring.rs`.)
+pub struct Slab {
     ptr: *mut u8,
     pub(super) size: usize,
     count: usize,
     /// Buffer ids given back by dropped `RingBuf`s, for the loop to put back in the ring.
-    pub(super) returned: Mutex<Vec<u16>>,
+    returned: Mutex<Vec<u16>>,
     /// Raised by the loop while a receive waits for a buffer: a returning buffer then wakes it.
-    pub(super) starving: crate::sync::atomic::AtomicBool,
+    starving: AtomicBool,
 }
 
 // SAFETY: the slab is plain memory; each buffer region is accessed by one owner at a time
@@ -143,6 +151,50 @@ unsafe impl Send for Slab {}
 unsafe impl Sync for Slab {}
 
 impl Slab {
+    /// `count` buffers of `size` bytes, zeroed.
+    pub fn new(count: usize, size: usize) -> io::Result<Slab> {
+        let layout = std::alloc::Layout::from_size_align(size.max(1) * count.max(1), 64)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "buffer ring too large"))?;
+        // SAFETY: a non-zero size (count, size >= 1).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        Ok(Slab {
+            ptr,
+            size: size.max(1),
+            count: count.max(1),
+            returned: Mutex::new(Vec::new()),
+            starving: AtomicBool::new(false),
+        })
+    }
+
+    /// Any thread: buffer `bid` is free again. `true` if the loop waits for a buffer and must
+    /// be woken.
+    pub fn give_back(&self, bid: u16) -> bool {
+        self.returned.lock().push(bid);
+        dekker_fence(); // pairs with the fence in `starve`
+        self.starving.load(SeqCst)
+    }
+
+    /// Loop side: a receive found no buffer. Raises the flag, then takes the returns once more
+    /// (a buffer given back before the flag was up woke no one).
+    pub fn starve(&self) -> Vec<u16> {
+        self.starving.store(true, SeqCst);
+        dekker_fence(); // pairs with the fence in `give_back`
+        self.take_returned()
+    }
+
+    /// Loop side: no receive waits for a buffer any more.
+    pub fn unstarve(&self) {
+        self.starving.store(false, SeqCst);
+    }
+
+    /// Loop side: the buffers given back since the last take.
+    pub fn take_returned(&self) -> Vec<u16> {
+        std::mem::take(&mut *self.returned.lock())
+    }
+
     /// Bytes `0..len` of buffer `bid`.
     ///
     /// # Safety
@@ -190,27 +242,20 @@ impl BufRing {
         if map == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let layout = std::alloc::Layout::from_size_align(size * count, 64)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "buffer ring too large"))?;
-        // SAFETY: a non-zero size (count >= 1, size >= 1).
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        if ptr.is_null() {
-            // SAFETY: the mapping made above.
-            unsafe { libc::munmap(map, entries_len) };
-            return Err(io::ErrorKind::OutOfMemory.into());
-        }
+        let slab = match Slab::new(count, size) {
+            Ok(slab) => slab,
+            Err(e) => {
+                // SAFETY: the mapping made above.
+                unsafe { libc::munmap(map, entries_len) };
+                return Err(e);
+            }
+        };
         let mut buf_ring = BufRing {
             entries: map.cast(),
             map_len: entries_len,
             mask: (count - 1) as u16,
             tail: 0,
-            slab: crate::sync::Arc::new(Slab {
-                ptr,
-                size,
-                count,
-                returned: Mutex::new(Vec::new()),
-                starving: crate::sync::atomic::AtomicBool::new(false),
-            }),
+            slab: crate::sync::Arc::new(slab),
         };
         // SAFETY: the entries stay mapped until `Drop`, which comes after the ring that uses
         // them is dropped or the group unregistered (`RingLoop` tears down in that order).
@@ -252,9 +297,14 @@ impl BufRing {
 
     /// Puts every returned buffer back in the ring. Returns how many.
     pub(super) fn recycle(&mut self) -> usize {
-        let returned = std::mem::take(&mut *self.slab.returned.lock());
-        let n = returned.len();
-        for bid in returned {
+        let returned = self.slab.take_returned();
+        self.refill(returned)
+    }
+
+    /// Puts `bids` back in the ring. Returns how many.
+    pub(super) fn refill(&mut self, bids: Vec<u16>) -> usize {
+        let n = bids.len();
+        for bid in bids {
             self.push(bid);
         }
         if n > 0 {
@@ -273,7 +323,7 @@ impl Drop for BufRing {
 }
 
 /// An eventfd other threads write to wake the loop, which keeps a read of it in flight.
-pub(super) fn eventfd() -> io::Result<OwnedFd> {
+pub fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: a plain syscall; the result is checked.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     if fd < 0 {

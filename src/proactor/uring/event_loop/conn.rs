@@ -247,9 +247,8 @@ impl RingLoop {
                 c.starved = true;
             }
             self.starved.push(key);
-            self.bufs.slab.starving.store(true, SeqCst);
-            dekker_fence();
-            if self.bufs.recycle() > 0 {
+            let returned = self.bufs.slab.starve();
+            if self.bufs.refill(returned) > 0 {
                 self.unstarve();
             }
             return;

@@ -47,8 +47,6 @@ use super::{RingBuf, Rings, TimerCompleter};
 use crate::net::{ConnectError, ConnectOptions, Listener, Peer};
 use crate::reactor::{ShutdownReport, TimerId, TimerQueue};
 use crate::sync::Arc;
-use crate::sync::atomic::Ordering::SeqCst;
-use crate::sync::dekker_fence;
 
 mod conn;
 mod connect;
@@ -334,21 +332,12 @@ impl RingLoop {
 
     /// Takes keys, jobs and a shutdown request from the inbox; puts returned buffers back.
     fn take_inbox(&mut self) {
-        self.shared.lower();
         let Inbox {
             keys,
             jobs,
             shutdown,
             ..
-        } = {
-            let mut inbox = self.shared.inbox.lock();
-            Inbox {
-                keys: std::mem::take(&mut inbox.keys),
-                jobs: std::mem::take(&mut inbox.jobs),
-                shutdown: inbox.shutdown,
-                stopped: false,
-            }
-        };
+        } = self.shared.take();
         self.dirty.extend(keys);
         for job in jobs {
             job(self);
@@ -383,7 +372,7 @@ impl RingLoop {
             }
             self.dirty.push_back(Key::Conn(k));
         }
-        self.bufs.slab.starving.store(false, SeqCst);
+        self.bufs.slab.unstarve();
     }
 
     fn finished(&self) -> bool {
