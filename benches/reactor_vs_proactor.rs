@@ -7,8 +7,9 @@
 //! - `proactor_uring`: the proactor on io_uring: the kernel performs each receive and send and
 //!   posts its completion (skipped, with the reason, where the kernel refuses io_uring).
 //!
-//! The client is a mio loop on the bench thread; every connection keeps `depth` messages in
-//! flight (1: ping-pong; 8: pipelined). An iteration is one round: every connection sends
+//! The client is a mio loop on the bench thread, pinned to the first core, the servers' loops
+//! to the last; every connection keeps `depth` messages in flight (1: ping-pong; 8:
+//! pipelined). An iteration is one round: every connection sends
 //! `depth` messages and reads all of them back, checked byte for byte.
 //!
 //! Criterion gives each design's time per round. Then, outside criterion (skipped under
@@ -27,10 +28,11 @@ use posa::server::{Model, Server, ServerConfig};
 mod echo_client;
 use echo_client::{Client, start};
 
-const CONFIGS: [(usize, usize, usize); 8] = [
+const CONFIGS: [(usize, usize, usize); 9] = [
     // (size, connections, depth)
     (64, 1, 1),
     (64, 100, 1),
+    (64, 300, 1),
     (64, 1000, 1),
     (64, 100, 8),
     (4096, 1, 1),
@@ -61,7 +63,13 @@ fn servers() -> Vec<(&'static str, (Server, std::net::SocketAddr))> {
 
 fn bench(c: &mut Criterion) {
     raise_fd_limit();
+    // Servers on the last core, the client (this thread) on the first: the loop threads
+    // inherit the affinity their creator had. On 2 shared cores this keeps a ping-pong from
+    // bouncing between "both on one core" and "one each" from run to run.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    pin(cores.saturating_sub(1));
     let servers = servers();
+    pin(0);
     let smoke = std::env::args().any(|a| a == "--test");
     for (size, conns, depth) in CONFIGS {
         let mut g = c.benchmark_group(format!("rvp/{size}B/{conns}conn/depth{depth}"));
@@ -173,6 +181,17 @@ fn summary(servers: &[(&'static str, (Server, std::net::SocketAddr))]) {
                 h.max() as f64 / 1000.0
             );
         }
+    }
+}
+
+/// Pins the calling thread to `cpu` (best effort: an error leaves it unpinned).
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it;
+    // sched_setaffinity reads it. pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 

@@ -42,7 +42,7 @@ pub(super) fn start(config: ServerConfig, listener: Listener) -> io::Result<Serv
         .backend(config.backend)
         .threads(config.threads.max(1))
         // A connection's bytes in flight are one receive buffer: the echo's bound.
-        .recv_buffers(1024, config.echo.buffer.clamp(1, 16 * 1024))
+        .recv_buffers(256, config.echo.buffer.clamp(1, 16 * 1024))
         .reactor(config.reactor_config())
         .build()?;
     let accepts = proactor.listen(listener)?;

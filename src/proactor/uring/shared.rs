@@ -52,6 +52,11 @@ pub struct Inbox {
     pub(super) stopped: bool,
 }
 
+crate::sync::const_thread_local! {
+    /// The `RingShared` whose loop runs on this thread (its address), 0 on other threads.
+    static ON_LOOP: std::cell::Cell<usize> = std::cell::Cell::new(0);
+}
+
 /// The cross-thread half of one ring loop.
 pub struct RingShared {
     pub(super) inbox: Mutex<Inbox>,
@@ -69,8 +74,29 @@ impl RingShared {
         }
     }
 
-    /// Raises the flag and signals the eventfd if it was down.
+    /// Marks the calling thread as this loop's: wakes from it skip the eventfd (the loop
+    /// looks at its inbox before it waits).
+    pub(super) fn enter(&self) {
+        ON_LOOP.with(|c| c.set(self as *const RingShared as usize));
+    }
+
+    fn on_loop_thread(&self) -> bool {
+        ON_LOOP.with(|c| c.get() == self as *const RingShared as usize)
+    }
+
+    /// Loop side, before it waits: something was queued from the loop thread itself.
+    pub(super) fn pending(&self) -> bool {
+        let inbox = self.inbox.lock();
+        !inbox.keys.is_empty() || !inbox.jobs.is_empty()
+    }
+
+    /// Raises the flag and signals the eventfd if it was down. A wake from the loop's own
+    /// thread (an operation initiated in a completion handler) needs no signal: the loop is
+    /// awake and looks at its inbox before it waits (`pending`).
     fn notify(&self) {
+        if self.on_loop_thread() {
+            return;
+        }
         dekker_fence(); // pairs with the fence in `lower`: the push before, the flag after
         if !self.notified.swap(true, SeqCst) {
             super::sys::signal(&self.event_fd);

@@ -276,6 +276,7 @@ impl RingLoop {
 
     /// Runs until shutdown has drained (or been forced) and the kernel answered everything.
     pub(super) fn run(mut self) -> io::Result<ShutdownReport> {
+        self.shared.enter();
         self.arm_wake();
         loop {
             self.take_inbox();
@@ -284,7 +285,7 @@ impl RingLoop {
             if self.finished() {
                 break;
             }
-            let busy = !self.dirty.is_empty();
+            let busy = !self.dirty.is_empty() || self.shared.pending();
             let timeout = crate::reactor::wait_timeout(
                 Instant::now(),
                 self.timers.next_deadline(),
