@@ -90,7 +90,8 @@ impl Workload {
 #[derive(Debug, clap::Args)]
 struct CompareArgs {
     /// Models to compare, comma-separated (default: all: reactor, reactor-pool,
-    /// leader-followers, half-sync, proactor, thread-per-conn, tokio).
+    /// leader-followers, half-sync, proactor (emulated), proactor-uring, thread-per-conn,
+    /// tokio).
     #[arg(long, value_delimiter = ',')]
     models: Vec<String>,
     #[command(flatten)]

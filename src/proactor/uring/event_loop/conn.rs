@@ -237,7 +237,6 @@ impl RingLoop {
             drop(data);
             return r.stop(&self.delivery);
         }
-        tracing::trace!(key, res, "posa io_uring: recv done");
         if res == -libc::ENOBUFS {
             // Every buffer is lent out: park the receive until one comes back. Raise the flag,
             // then look at the returns once more (a buffer dropped before the flag was up did

@@ -385,9 +385,6 @@ impl RingLoop {
     }
 
     fn begin_drain(&mut self, grace: Duration) {
-        for (k, c) in self.conns.iter() {
-            tracing::debug!(k, read = ?c.read_op, write = ?c.write_op, writes = c.writes.len(), reads = c.reads.len(), starved = c.starved, "drain: conn");
-        }
         self.drain_deadline = Some(Instant::now() + grace);
         tracing::info!(?grace, conns = self.conns.len(), "posa io_uring: draining");
         let listeners: Vec<u64> = self.listeners.keys().collect();
