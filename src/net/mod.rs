@@ -21,6 +21,10 @@ mod connector;
 
 pub use acceptor::{AcceptStats, Acceptor, Placement, ServiceFactory};
 pub use connector::{ConnectError, ConnectOptions, ConnectToken, connect, connect_from};
+#[cfg_attr(
+    not(all(target_os = "linux", feature = "io-uring")),
+    allow(unused_imports)
+)] // the io_uring backend's
 pub(crate) use connector::{backoff_delay, retryable};
 
 use std::fmt;

@@ -23,6 +23,7 @@ use std::sync::Arc;
 pub(super) type AcceptCompleter = Completer<(Conn, Peer), io::Error>;
 
 /// How the loops hold a listener's shared state (a std `Arc`, as for connections).
+#[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
 pub(super) type SharedAccept = Arc<AcceptShared>;
 
 /// Accept operations on one listener, shared by [`Accepts`] and the loop's handler.

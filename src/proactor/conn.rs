@@ -179,6 +179,7 @@ impl Op {
 }
 
 /// How the loops hold a connection's shared state (a std `Arc`: the cancel hooks hold `Weak`s).
+#[cfg_attr(not(all(target_os = "linux", feature = "io-uring")), allow(dead_code))]
 pub(super) type SharedConn = Arc<ConnShared>;
 
 /// What the caller's side and the loop's side of a connection share.

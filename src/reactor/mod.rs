@@ -76,6 +76,10 @@ pub use mio::Interest;
 #[cfg(posa_loom)]
 pub use serial::{Finish, SerialCell, Work};
 pub use timer::{MissedTicks, TimerId, TimerQueue};
+#[cfg_attr(
+    not(all(target_os = "linux", feature = "io-uring")),
+    allow(unused_imports)
+)] // the io_uring backend's
 pub(crate) use turn::wait_timeout;
 
 use std::io;

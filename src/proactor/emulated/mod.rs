@@ -106,11 +106,11 @@ impl Loops {
     }
 
     fn new_conn(&self, peer: Peer) -> Arc<ConnShared> {
-        Arc::new(ConnShared {
-            queue: OpQueue::new(self.high_water, self.low_water),
+        ConnShared::new(
             peer,
-            delivery: self.delivery.clone(),
-        })
+            (self.high_water, self.low_water),
+            self.delivery.clone(),
+        )
     }
 
     /// Attaches `stream`, accepted on a loop thread (`cx`), to a loop.
@@ -136,9 +136,7 @@ impl Loops {
 
     /// See [`ProactorHandle::listen`](super::ProactorHandle::listen).
     pub(super) fn listen(self: &Arc<Self>, listener: Listener) -> io::Result<Accepts> {
-        let shared = Arc::new(AcceptShared {
-            queue: OpQueue::new(1, 0),
-        });
+        let shared = AcceptShared::new();
         let handler = AcceptHandler {
             listener,
             shared: Arc::clone(&shared),
