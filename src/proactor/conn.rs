@@ -95,6 +95,25 @@ impl Read {
             Read::Pooled(r) => r.stop(delivery),
         }
     }
+
+    /// Fails it with `kind` (a timeout, an end of stream cut short), the caller's buffer and
+    /// what it read coming back.
+    pub(super) fn fail(self, delivery: &Delivery, kind: io::ErrorKind) {
+        match self {
+            Read::Into(ReadOp { buf, filled, c, .. }) => {
+                let error = kind.into();
+                delivery.complete(
+                    c,
+                    Err(super::OpError {
+                        error,
+                        buf,
+                        n: filled,
+                    }),
+                );
+            }
+            Read::Pooled(RecvOp { c, .. }) => delivery.run(move || c.complete(Err(kind.into()))),
+        }
+    }
 }
 
 /// A read waiting for data.

@@ -197,17 +197,7 @@ impl ConnHandler {
             (Read::Into(ReadOp { buf, c, .. }), ReadDone::Into(Ok(n))) => {
                 delivery.complete(c, Ok(Done { buf, n }))
             }
-            (Read::Into(ReadOp { buf, filled, c, .. }), ReadDone::Into(Err(kind))) => {
-                let error = kind.into();
-                delivery.complete(
-                    c,
-                    Err(OpError {
-                        error,
-                        buf,
-                        n: filled,
-                    }),
-                )
-            }
+            (front @ Read::Into(_), ReadDone::Into(Err(kind))) => front.fail(delivery, kind),
             (Read::Pooled(RecvOp { c, .. }), ReadDone::Pooled(data)) => {
                 delivery.run(move || c.complete(Ok(data)))
             }
@@ -225,20 +215,10 @@ impl ConnHandler {
             cx.cancel_timer(t);
         }
         let delivery = &self.shared.delivery;
-        match front {
-            front if kind == io::ErrorKind::Interrupted => front.stop(delivery, kind),
-            Read::Into(ReadOp { buf, filled, c, .. }) => {
-                let error = kind.into();
-                delivery.complete(
-                    c,
-                    Err(OpError {
-                        error,
-                        buf,
-                        n: filled,
-                    }),
-                )
-            }
-            Read::Pooled(RecvOp { c, .. }) => delivery.run(move || c.complete(Err(kind.into()))),
+        if kind == io::ErrorKind::Interrupted {
+            front.stop(delivery, kind);
+        } else {
+            front.fail(delivery, kind);
         }
     }
 

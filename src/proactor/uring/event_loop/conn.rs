@@ -174,16 +174,7 @@ impl RingLoop {
         }
         if res == -libc::ECANCELED || (timed_out && res < 0) {
             if timed_out {
-                let ReadOp { buf, filled, c, .. } = r;
-                let error = io::ErrorKind::TimedOut.into();
-                self.delivery.complete(
-                    c,
-                    Err(OpError {
-                        error,
-                        buf,
-                        n: filled,
-                    }),
-                );
+                Read::Into(r).fail(&self.delivery, io::ErrorKind::TimedOut);
             } else {
                 r.stop(&self.delivery, io::ErrorKind::Interrupted);
             }
@@ -205,16 +196,7 @@ impl RingLoop {
         }
         let n = res as usize;
         if n == 0 && r.exact {
-            let ReadOp { buf, filled, c, .. } = r;
-            let error = io::ErrorKind::UnexpectedEof.into();
-            return self.delivery.complete(
-                c,
-                Err(OpError {
-                    error,
-                    buf,
-                    n: filled,
-                }),
-            );
+            return Read::Into(r).fail(&self.delivery, io::ErrorKind::UnexpectedEof);
         }
         r.filled += n;
         if r.exact && n > 0 && r.filled < r.buf.len() {
