@@ -44,10 +44,7 @@ impl Inner {
     /// Takes the next job for the worker in `slot`.
     pub(super) fn find(&self, slot: usize, tick: u32) -> Option<Job> {
         match &self.queue {
-            Queue::Ordered(q) => {
-                let now = self.sched_now();
-                q.lock().scheduler.pop(now).map(|q| q.job)
-            }
+            Queue::Ordered(q) => self.pop_ordered(q),
             Queue::Stealing {
                 injector, stealers, ..
             } => CURRENT.with(|c| {
@@ -73,6 +70,12 @@ impl Inner {
                 Some(job)
             }),
         }
+    }
+
+    /// The ordered scheduler's best job now.
+    fn pop_ordered(&self, q: &Mutex<Ordered>) -> Option<Job> {
+        let now = self.sched_now();
+        q.lock().scheduler.pop(now).map(|q| q.job)
     }
 
     /// `now` for the ordered scheduler: the clock only if it uses time (read outside its lock).
@@ -107,10 +110,7 @@ impl Inner {
     /// Takes any queued job from any thread (shutdown `Now`).
     pub(super) fn take_any(&self) -> Option<Job> {
         match &self.queue {
-            Queue::Ordered(q) => {
-                let now = self.sched_now();
-                q.lock().scheduler.pop(now).map(|q| q.job)
-            }
+            Queue::Ordered(q) => self.pop_ordered(q),
             Queue::Stealing {
                 injector, stealers, ..
             } => retry(|| injector.steal())

@@ -14,6 +14,7 @@
     reason = "cancel hooks hold Weak references to connection state; loom has no Weak, and this state runs only on mio, never under loom (its cross-thread part, OpQueue, is modelled)"
 )]
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::time::Duration;
@@ -193,6 +194,68 @@ impl Op {
             Op::Read(r) => r.stop(delivery, why),
             Op::Write(w) => w.stop(delivery, why),
             Op::Writable(c) => delivery.stop(c, Vec::new(), 0, why),
+        }
+    }
+}
+
+/// The loop's side of a connection's operations, on either backend: reads and writes in two
+/// ordered queues of their own types, "writable" waiters apart.
+#[derive(Default)]
+pub(super) struct LoopOps {
+    incoming: VecDeque<Op>,
+    pub(super) reads: VecDeque<Read>,
+    /// Writes and write shutdowns, in the order issued.
+    pub(super) writes: VecDeque<WriteOp>,
+    /// "Writable" waiters, answered when the write queue is at its low-water mark.
+    waiters: Vec<OpCompleter>,
+}
+
+impl LoopOps {
+    /// Takes what was initiated since the last look (attaching `waker` on the first) and
+    /// answers the "writable" waiters if the write queue allows. `false` once the connection's
+    /// queue is closed.
+    pub(super) fn take(&mut self, shared: &ConnShared, waker: &LoopWaker) -> bool {
+        let open = shared.queue.take(waker, &mut self.incoming);
+        while let Some(op) = self.incoming.pop_front() {
+            match op {
+                Op::Read(r) => self.reads.push_back(r),
+                Op::Write(w) => self.writes.push_back(w),
+                Op::Writable(c) => self.waiters.push(c),
+            }
+        }
+        self.answer_writable(shared);
+        open
+    }
+
+    /// Answers the "writable" waiters once the write queue is at its low-water mark.
+    pub(super) fn answer_writable(&mut self, shared: &ConnShared) {
+        if self.waiters.is_empty() || !shared.queue.is_writable() {
+            return;
+        }
+        let n = shared.queue.queued_bytes();
+        for c in self.waiters.drain(..) {
+            shared
+                .delivery
+                .complete(c, Ok(super::Done { buf: Vec::new(), n }));
+        }
+    }
+
+    /// Closes the connection's queue and stops every operation not in flight with `kind`
+    /// (cancelled, or its partial result), each answered once.
+    pub(super) fn stop_all(&mut self, shared: &ConnShared, kind: io::ErrorKind) {
+        let (queued, _) = shared.queue.close();
+        let delivery = &shared.delivery;
+        for r in self.reads.drain(..) {
+            r.stop(delivery, kind);
+        }
+        for w in self.writes.drain(..) {
+            w.stop(delivery, kind);
+        }
+        for op in self.incoming.drain(..).chain(queued) {
+            op.stop(delivery, kind);
+        }
+        for c in self.waiters.drain(..) {
+            delivery.stop(c, Vec::new(), 0, kind);
         }
     }
 }

@@ -14,10 +14,49 @@ use super::{Reactor, ReactorHandle, ShutdownReport};
 use crate::sync::Mutex;
 use crate::sync::thread::{self, JoinHandle};
 
+/// Event-loop threads that each end with a shutdown report: joined once, in order, by
+/// whoever asks first (the reactor group, the io_uring proactor's loops, Leader/Followers).
+pub(crate) struct LoopThreads {
+    threads: Mutex<Vec<JoinHandle<io::Result<ShutdownReport>>>>,
+    /// What a thread is, for the error when one panicked ("reactor thread").
+    what: &'static str,
+}
+
+impl LoopThreads {
+    pub(crate) fn new(what: &'static str) -> Self {
+        LoopThreads {
+            threads: Mutex::new(Vec::new()),
+            what,
+        }
+    }
+
+    pub(crate) fn push(&self, thread: JoinHandle<io::Result<ShutdownReport>>) {
+        self.threads.lock().push(thread);
+    }
+
+    /// `true` once every thread has been joined (or none was started).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.threads.lock().is_empty()
+    }
+
+    /// Waits for every thread; their reports in order. A second call returns an empty list.
+    pub(crate) fn join(&self) -> io::Result<Vec<ShutdownReport>> {
+        let threads = std::mem::take(&mut *self.threads.lock());
+        let what = self.what;
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(io::Error::other(format!("{what} panicked"))))
+            })
+            .collect()
+    }
+}
+
 /// Reactors running on their own threads. See [`posa::reactor`](crate::reactor).
 pub struct ReactorGroup {
     handles: Vec<ReactorHandle>,
-    threads: Mutex<Vec<JoinHandle<io::Result<ShutdownReport>>>>,
+    threads: LoopThreads,
 }
 
 impl ReactorGroup {
@@ -26,13 +65,13 @@ impl ReactorGroup {
         let handles: Vec<ReactorHandle> = reactors.iter().map(Reactor::handle).collect();
         let group = ReactorGroup {
             handles,
-            threads: Mutex::new(Vec::with_capacity(reactors.len())),
+            threads: LoopThreads::new("reactor thread"),
         };
         for (i, mut reactor) in reactors.into_iter().enumerate() {
             let thread = thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || reactor.run())?; // on error, Drop joins the ones started
-            group.threads.lock().push(thread);
+            group.threads.push(thread);
         }
         Ok(group)
     }
@@ -53,21 +92,14 @@ impl ReactorGroup {
     /// Waits for every loop to stop; returns their reports in order. A second call returns an
     /// empty list.
     pub fn join(&self) -> io::Result<Vec<ShutdownReport>> {
-        let threads = std::mem::take(&mut *self.threads.lock());
-        threads
-            .into_iter()
-            .map(|t| {
-                t.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("reactor thread panicked")))
-            })
-            .collect()
+        self.threads.join()
     }
 }
 
 impl Drop for ReactorGroup {
     /// Shuts the loops down with no grace and joins them, unless [`join`](Self::join) did.
     fn drop(&mut self) {
-        if self.threads.lock().is_empty() {
+        if self.threads.is_empty() {
             return;
         }
         self.shutdown(Duration::ZERO);

@@ -61,6 +61,7 @@ mod turn;
 
 pub use context::Context;
 pub use event_loop::{Builder, Reactor};
+pub(crate) use group::LoopThreads;
 pub use group::ReactorGroup;
 pub use handle::{HandlerWaker, ReactorHandle};
 pub use leader_followers::LeaderFollowers;

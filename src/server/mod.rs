@@ -53,7 +53,9 @@ use crate::net::{
     AcceptStats, Acceptor, Addr, ConnLimit, ConnStats, Listener, Placement, ServiceFactory,
 };
 use crate::proactor::Proactor;
-use crate::reactor::{LeaderFollowers, Reactor, ReactorGroup, ReactorHandle, ShutdownReport};
+use crate::reactor::{
+    LeaderFollowers, LoopThreads, Reactor, ReactorGroup, ReactorHandle, ShutdownReport,
+};
 use crate::sync::thread::{self, JoinHandle};
 use crate::sync::{Arc, Mutex};
 
@@ -171,7 +173,7 @@ enum Run {
     /// Leader/Followers: one thread runs the group (it spawns the followers).
     LeaderFollowers {
         handle: ReactorHandle,
-        thread: Mutex<Option<JoinHandle<io::Result<ShutdownReport>>>>,
+        thread: LoopThreads,
     },
     /// The proactor model (its threads are the proactor's).
     Proactor(Proactor),
@@ -259,15 +261,15 @@ impl Server {
         let accept_stats = acceptor.stats();
         lf.add(acceptor)?;
         let handle = lf.handle();
-        let thread = thread::Builder::new()
-            .name("posa-lf-0".to_owned())
-            .spawn(move || lf.run())?;
+        let thread = LoopThreads::new("leader/followers thread");
+        thread.push(
+            thread::Builder::new()
+                .name("posa-lf-0".to_owned())
+                .spawn(move || lf.run())?,
+        );
         Ok(Server {
             local_addr,
-            run: Run::LeaderFollowers {
-                handle,
-                thread: Mutex::new(Some(thread)),
-            },
+            run: Run::LeaderFollowers { handle, thread },
             limit,
             accept_stats,
             conn_stats,
@@ -384,25 +386,13 @@ impl Server {
     pub fn join(self) -> io::Result<Vec<ShutdownReport>> {
         let reports = match &self.run {
             Run::Reactors(group) => group.join(),
-            Run::LeaderFollowers { thread, .. } => Self::join_lf(thread),
+            Run::LeaderFollowers { thread, .. } => thread.join(),
             Run::Proactor(proactor) => proactor.join(),
         };
         if let Some(signals) = self.signals.lock().take() {
             signals.stop();
         }
         reports
-    }
-
-    fn join_lf(
-        thread: &Mutex<Option<JoinHandle<io::Result<ShutdownReport>>>>,
-    ) -> io::Result<Vec<ShutdownReport>> {
-        let Some(t) = thread.lock().take() else {
-            return Ok(Vec::new());
-        };
-        match t.join() {
-            Ok(report) => Ok(vec![report?]),
-            Err(_) => Err(io::Error::other("leader/followers thread panicked")),
-        }
     }
 }
 
@@ -413,10 +403,10 @@ impl Drop for Server {
         }
         // The reactor group and the proactor shut down and join on their own drop.
         if let Run::LeaderFollowers { handle, thread } = &self.run
-            && thread.lock().is_some()
+            && !thread.is_empty()
         {
             drop(handle.shutdown(Duration::ZERO));
-            let _ = Self::join_lf(thread);
+            let _ = thread.join();
         }
     }
 }

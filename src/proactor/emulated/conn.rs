@@ -19,10 +19,10 @@
 use std::collections::VecDeque;
 use std::io::{self, Read as _};
 
-use super::super::conn::{ConnShared, LoopWaker, Op, Read, ReadOp, RecvOp, WriteOp};
+use super::super::conn::{ConnShared, LoopOps, LoopWaker, Read, ReadOp, RecvOp, WriteOp};
 use super::super::delivery::Delivery;
 use super::super::recv::{HeapPool, RecvBuf};
-use super::super::{Done, OpCompleter, OpError};
+use super::super::{Done, OpError};
 use crate::net::Stream;
 use crate::reactor::{CloseReason, Context, EventHandler, Interest, Readiness, TimerId};
 use std::sync::Arc;
@@ -32,14 +32,9 @@ pub(super) struct ConnHandler {
     stream: Stream,
     shared: Arc<ConnShared>,
     waker: Option<LoopWaker>,
-    incoming: VecDeque<Op>,
-    reads: VecDeque<Read>,
+    ops: LoopOps,
     /// Where pooled receives borrow their buffer (shared by the loop's connections).
     pool: crate::sync::Arc<HeapPool>,
-    /// Writes and write shutdowns, in the order issued.
-    writes: VecDeque<WriteOp>,
-    /// "Writable" waiters, answered when the write queue is at its low-water mark.
-    waiters: Vec<OpCompleter>,
     read_timer: Option<TimerId>,
     draining: bool,
 }
@@ -70,15 +65,7 @@ impl ConnHandler {
     fn pump(&mut self, cx: &mut Context<'_>) {
         loop {
             let Some(waker) = &self.waker else { return };
-            let open = self.shared.queue.take(waker, &mut self.incoming);
-            while let Some(op) = self.incoming.pop_front() {
-                match op {
-                    Op::Read(r) => self.reads.push_back(r),
-                    Op::Write(w) => self.writes.push_back(w),
-                    Op::Writable(c) => self.waiters.push(c),
-                }
-            }
-            self.answer_writable();
+            let open = self.ops.take(&self.shared, waker);
             if !open {
                 cx.close(); // `close` answers what is left
                 return;
@@ -100,7 +87,7 @@ impl ConnHandler {
 
     fn pump_reads(&mut self, cx: &mut Context<'_>) -> io::Result<Step> {
         let mut step = Step::Blocked;
-        while let Some(front) = self.reads.front_mut() {
+        while let Some(front) = self.ops.reads.front_mut() {
             if front.is_cancelled() || self.draining {
                 self.stop_read(cx, io::ErrorKind::Interrupted);
                 step = Step::Progress;
@@ -116,7 +103,7 @@ impl ConnHandler {
                     step = Step::Progress;
                 }
                 None => {
-                    if let (Some(after), None) = (front_timeout(&self.reads), self.read_timer) {
+                    if let (Some(after), None) = (front_timeout(&self.ops.reads), self.read_timer) {
                         self.read_timer = Some(cx.set_timer(after));
                     }
                     break; // WouldBlock: wait for readable
@@ -186,7 +173,7 @@ impl ConnHandler {
 
     /// Pops the front read and answers it with `done`.
     fn finish_read(&mut self, cx: &mut Context<'_>, done: ReadDone) {
-        let Some(front) = self.reads.pop_front() else {
+        let Some(front) = self.ops.reads.pop_front() else {
             return;
         };
         if let Some(t) = self.read_timer.take() {
@@ -208,7 +195,7 @@ impl ConnHandler {
     /// Pops the front read and stops it: `Interrupted` answers cancelled (or the partial
     /// result); another kind (a timeout) fails it with that error and its buffer.
     fn stop_read(&mut self, cx: &mut Context<'_>, kind: io::ErrorKind) {
-        let Some(front) = self.reads.pop_front() else {
+        let Some(front) = self.ops.reads.pop_front() else {
             return;
         };
         if let Some(t) = self.read_timer.take() {
@@ -224,7 +211,7 @@ impl ConnHandler {
 
     fn pump_writes(&mut self) -> io::Result<Step> {
         let mut step = Step::Blocked;
-        while let Some(front) = self.writes.front_mut() {
+        while let Some(front) = self.ops.writes.front_mut() {
             match front {
                 WriteOp::Write {
                     buf,
@@ -233,29 +220,30 @@ impl ConnHandler {
                     c,
                 } => {
                     if c.is_cancelled() && *written == 0 {
-                        let Some(op) = self.writes.pop_front() else {
+                        let Some(op) = self.ops.writes.pop_front() else {
                             break;
                         };
                         self.shared.queue.written(op.queued_bytes());
                         op.stop(self.delivery(), io::ErrorKind::Interrupted);
                         step = Step::Progress;
-                        self.answer_writable();
+                        self.ops.answer_writable(&self.shared);
                         continue;
                     }
                     crate::net::write_from(&mut self.stream, &buf[..*len], written)?;
                     if *written < *len {
                         return Ok(step); // WouldBlock: wait for writable
                     }
-                    let Some(WriteOp::Write { buf, len, c, .. }) = self.writes.pop_front() else {
+                    let Some(WriteOp::Write { buf, len, c, .. }) = self.ops.writes.pop_front()
+                    else {
                         break;
                     };
                     self.shared.queue.written(len.max(1));
                     self.delivery().complete(c, Ok(Done { buf, n: len }));
                     step = Step::Progress;
-                    self.answer_writable();
+                    self.ops.answer_writable(&self.shared);
                 }
                 WriteOp::Shutdown { .. } => {
-                    let Some(WriteOp::Shutdown { c }) = self.writes.pop_front() else {
+                    let Some(WriteOp::Shutdown { c }) = self.ops.writes.pop_front() else {
                         break;
                     };
                     let result = self
@@ -278,33 +266,8 @@ impl ConnHandler {
         Ok(step)
     }
 
-    /// Answers the "writable" waiters once the write queue is at its low-water mark.
-    fn answer_writable(&mut self) {
-        if self.waiters.is_empty() || !self.shared.queue.is_writable() {
-            return;
-        }
-        let n = self.shared.queue.queued_bytes();
-        for c in self.waiters.drain(..) {
-            let done = Done { buf: Vec::new(), n };
-            self.shared.delivery.complete(c, Ok(done));
-        }
-    }
-
     fn fail_all(&mut self, kind: io::ErrorKind) {
-        let (queued, _) = self.shared.queue.close();
-        let delivery = &self.shared.delivery;
-        for r in self.reads.drain(..) {
-            r.stop(delivery, kind);
-        }
-        for w in self.writes.drain(..) {
-            w.stop(delivery, kind);
-        }
-        for op in self.incoming.drain(..).chain(queued) {
-            op.stop(delivery, kind);
-        }
-        for c in self.waiters.drain(..) {
-            delivery.stop(c, Vec::new(), 0, kind);
-        }
+        self.ops.stop_all(&self.shared, kind);
     }
 }
 
@@ -352,10 +315,7 @@ impl ConnHandler {
             shared,
             pool,
             waker: None,
-            incoming: VecDeque::new(),
-            reads: VecDeque::new(),
-            writes: VecDeque::new(),
-            waiters: Vec::new(),
+            ops: LoopOps::default(),
             read_timer: None,
             draining: false,
         }

@@ -35,10 +35,10 @@ use super::ops::OpQueue;
 use super::{ConnectToken, OpToken, TimerToken};
 use crate::act::{self, Completer};
 use crate::net::{Addr, ConnectOptions, Listener, Peer};
-use crate::reactor::ShutdownReport;
+use crate::reactor::{LoopThreads, ShutdownReport};
+use crate::sync::Arc;
 use crate::sync::atomic::{AtomicUsize, Ordering};
-use crate::sync::thread::{self, JoinHandle};
-use crate::sync::{Arc, Mutex};
+use crate::sync::thread;
 use event_loop::{RingLoop, TimerOps};
 #[cfg(not(posa_loom))]
 use shared::{Key, RingShared};
@@ -107,7 +107,7 @@ impl Rings {
         });
         let started = RingThreads {
             rings: Arc::clone(&rings),
-            threads: Mutex::new(Vec::with_capacity(threads)),
+            threads: LoopThreads::new("io_uring loop"),
         };
         let mut ready = Vec::with_capacity(threads);
         for (i, shared) in shareds.into_iter().enumerate() {
@@ -134,7 +134,7 @@ impl Rings {
                         }
                     }
                 })?; // on error, `started` shuts down and joins the loops already running
-            started.threads.lock().push(thread);
+            started.threads.push(thread);
             ready.push(is_up);
         }
         for up in ready {
@@ -245,25 +245,18 @@ impl Rings {
 /// [`join`](Self::join) did.
 pub(super) struct RingThreads {
     rings: Arc<Rings>,
-    threads: Mutex<Vec<JoinHandle<io::Result<ShutdownReport>>>>,
+    threads: LoopThreads,
 }
 
 impl RingThreads {
     pub(super) fn join(&self) -> io::Result<Vec<ShutdownReport>> {
-        let threads = std::mem::take(&mut *self.threads.lock());
-        threads
-            .into_iter()
-            .map(|t| {
-                t.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("io_uring loop panicked")))
-            })
-            .collect()
+        self.threads.join()
     }
 }
 
 impl Drop for RingThreads {
     fn drop(&mut self) {
-        if self.threads.lock().is_empty() {
+        if self.threads.is_empty() {
             return;
         }
         self.rings.shutdown(Duration::ZERO);

@@ -18,14 +18,11 @@ impl RingLoop {
             shared,
             waker,
             loop_waker,
-            incoming: VecDeque::new(),
-            reads: VecDeque::new(),
+            ops: LoopOps::default(),
             read_op: None,
             read_timer: None,
             starved: false,
-            writes: VecDeque::new(),
             write_op: None,
-            waiters: Vec::new(),
             closing: None,
             forced: false,
         });
@@ -38,14 +35,7 @@ impl RingLoop {
             return;
         };
         c.waker.taken();
-        let open = c.shared.queue.take(&c.loop_waker, &mut c.incoming);
-        while let Some(op) = c.incoming.pop_front() {
-            match op {
-                Op::Read(r) => c.reads.push_back(r),
-                Op::Write(w) => c.writes.push_back(w),
-                Op::Writable(w) => c.waiters.push(w),
-            }
-        }
+        let open = c.ops.take(&c.shared, &c.loop_waker);
         if !open && c.closing.is_none() {
             c.closing = Some(io::ErrorKind::NotConnected);
         }
@@ -55,8 +45,7 @@ impl RingLoop {
             c.closing = Some(io::ErrorKind::NotConnected);
             c.forced = true;
         }
-        self.answer_writable(key);
-        if self.conns.get(key).is_some_and(|c| c.closing.is_some()) {
+        if c.closing.is_some() {
             return self.close_conn(key);
         }
         self.start_read(key);
@@ -70,20 +59,7 @@ impl RingLoop {
             return;
         };
         let kind = c.closing.unwrap_or(io::ErrorKind::NotConnected);
-        let (queued, _) = c.shared.queue.close();
-        let delivery = &self.delivery;
-        for r in c.reads.drain(..) {
-            r.stop(delivery, kind);
-        }
-        for w in c.writes.drain(..) {
-            w.stop(delivery, kind);
-        }
-        for op in c.incoming.drain(..).chain(queued) {
-            op.stop(delivery, kind);
-        }
-        for w in c.waiters.drain(..) {
-            delivery.stop(w, Vec::new(), 0, kind);
-        }
+        c.ops.stop_all(&c.shared, kind);
         if let Some(t) = c.read_timer.take() {
             self.timers.cancel(t);
         }
@@ -127,16 +103,16 @@ impl RingLoop {
         if c.starved {
             return; // parked until a buffer comes back
         }
-        while let Some(front) = c.reads.front() {
+        while let Some(front) = c.ops.reads.front() {
             if front.is_cancelled() || draining {
-                if let Some(r) = c.reads.pop_front() {
+                if let Some(r) = c.ops.reads.pop_front() {
                     r.stop(&self.delivery, io::ErrorKind::Interrupted);
                 }
                 continue;
             }
             break;
         }
-        let Some(read) = c.reads.pop_front() else {
+        let Some(read) = c.ops.reads.pop_front() else {
             return;
         };
         let timeout = read.timeout();
@@ -202,7 +178,7 @@ impl RingLoop {
         if r.exact && n > 0 && r.filled < r.buf.len() {
             // More to fill: back to the front, and on.
             if let Some(c) = self.conns.get_mut(key) {
-                c.reads.push_front(Read::Into(r));
+                c.ops.reads.push_front(Read::Into(r));
             }
             return;
         }
@@ -224,7 +200,7 @@ impl RingLoop {
             // then look at the returns once more (a buffer dropped before the flag was up did
             // not wake us): the Dekker pair of `RingBuf::drop`.
             if let Some(c) = self.conns.get_mut(key) {
-                c.reads.push_front(Read::Pooled(r));
+                c.ops.reads.push_front(Read::Pooled(r));
                 c.starved = true;
             }
             self.starved.push(key);
@@ -285,7 +261,7 @@ impl RingLoop {
             return;
         }
         let fd = sys::fd(c.fd.as_raw_fd());
-        let Some(w) = c.writes.pop_front() else {
+        let Some(w) = c.ops.writes.pop_front() else {
             return;
         };
         let sqe = match &w {
@@ -369,7 +345,7 @@ impl RingLoop {
                 written += res as usize;
                 if written < len {
                     // A short send: the rest goes first, before any later write.
-                    c.writes.push_front(WriteOp::Write {
+                    c.ops.writes.push_front(WriteOp::Write {
                         buf,
                         len,
                         written,
@@ -380,20 +356,6 @@ impl RingLoop {
                 c.shared.queue.written(len.max(1));
                 self.delivery.complete(done, Ok(Done { buf, n: len }));
             }
-        }
-    }
-
-    /// Answers the "writable" waiters once the write queue is at its low-water mark.
-    pub(super) fn answer_writable(&mut self, key: u64) {
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        if c.waiters.is_empty() || !c.shared.queue.is_writable() {
-            return;
-        }
-        let n = c.shared.queue.queued_bytes();
-        for w in c.waiters.drain(..) {
-            self.delivery.complete(w, Ok(Done { buf: Vec::new(), n }));
         }
     }
 

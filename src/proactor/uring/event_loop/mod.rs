@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::super::accept::{AcceptCompleter, SharedAccept};
-use super::super::conn::{LoopWaker, Op, Read, ReadOp, RecvOp, SharedConn, WriteOp};
+use super::super::conn::{LoopOps, LoopWaker, Read, ReadOp, RecvOp, SharedConn, WriteOp};
 use super::super::delivery::Delivery;
 use super::super::ops::OpQueue;
 use super::super::recv::RecvBuf;
@@ -113,15 +113,12 @@ struct RingConn {
     shared: SharedConn,
     waker: RingWaker,
     loop_waker: LoopWaker,
-    incoming: VecDeque<Op>,
-    reads: VecDeque<Read>,
+    ops: LoopOps,
     read_op: Option<u64>,
     read_timer: Option<TimerId>,
     /// A pooled receive is parked: the buffer ring ran dry.
     starved: bool,
-    writes: VecDeque<WriteOp>,
     write_op: Option<u64>,
-    waiters: Vec<OpCompleter>,
     /// Closing: answer everything, cancel what is in flight, free when nothing is.
     closing: Option<io::ErrorKind>,
     /// Closed by the drain deadline, not by its owner.
