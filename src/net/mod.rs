@@ -217,11 +217,30 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// The peer's address (`NotConnected` if the stream is not connected).
+    pub fn peer(&self) -> io::Result<Peer> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map(Peer::Tcp),
+            Stream::Unix(_) => Ok(Peer::Unix),
+        }
+    }
+
     /// Shuts down one or both directions.
     pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(how),
             Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+/// The stream's descriptor, taken out of it (for code that drives the socket itself, such as
+/// the proactor's io_uring backend).
+impl From<Stream> for std::os::fd::OwnedFd {
+    fn from(stream: Stream) -> Self {
+        match stream {
+            Stream::Tcp(s) => std::net::TcpStream::from(s).into(),
+            Stream::Unix(s) => std::os::unix::net::UnixStream::from(s).into(),
         }
     }
 }

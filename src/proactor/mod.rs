@@ -79,7 +79,7 @@ pub use delivery::CompleteOn;
 pub use recv::{RecvBuf, RecvToken};
 /// The io_uring backend's cross-thread state, public only where the loom models drive it.
 #[cfg(all(posa_loom, target_os = "linux", feature = "io-uring"))]
-pub use uring::{Inbox, Key, RingShared, RingWaker, Slab, eventfd};
+pub use uring::{Cqe, Inbox, Key, MakeRing, Ring, RingShared, RingWaker, Slab, Sqe, eventfd};
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub use uring::{Unavailable, probe};
 
@@ -264,6 +264,8 @@ pub struct Builder {
     recv_count: usize,
     recv_size: usize,
     reactor: crate::reactor::Config,
+    #[cfg(all(posa_loom, target_os = "linux", feature = "io-uring"))]
+    make_ring: Option<MakeRing>,
 }
 
 impl Default for Builder {
@@ -278,6 +280,8 @@ impl Default for Builder {
             recv_count: 1024,
             recv_size: 4096,
             reactor: crate::reactor::Config::default(),
+            #[cfg(all(posa_loom, target_os = "linux", feature = "io-uring"))]
+            make_ring: None,
         }
     }
 }
@@ -339,8 +343,20 @@ impl Builder {
     /// [`io::ErrorKind::Unsupported`] and the probe's reason when io_uring was asked for and is
     /// unavailable.
     pub fn build(self) -> io::Result<Proactor> {
+        #[cfg(all(posa_loom, target_os = "linux", feature = "io-uring"))]
+        if self.make_ring.is_some() {
+            return self.build_with(Backend::IoUring);
+        }
         let backend = select(self.backend, probe_kernel)?;
         self.build_with(backend)
+    }
+
+    /// Loom models only: the io_uring loops drive rings `make` makes (a fake kernel) instead
+    /// of the kernel's; the backend is io_uring, unprobed.
+    #[cfg(all(posa_loom, target_os = "linux", feature = "io-uring"))]
+    pub fn ring(mut self, make: MakeRing) -> Self {
+        self.make_ring = Some(make);
+        self
     }
 
     fn build_with(self, backend: Backend) -> io::Result<Proactor> {
@@ -357,6 +373,8 @@ impl Builder {
                     delivery,
                     marks,
                     (self.recv_count, self.recv_size),
+                    #[cfg(posa_loom)]
+                    self.make_ring,
                 )?;
                 Ok(Proactor {
                     handle: ProactorHandle {
@@ -480,6 +498,34 @@ impl ProactorHandle {
         }
     }
 
+    /// Takes `stream`, a connected socket made elsewhere (a `std` or mio stream, one end of a
+    /// socket pair), as a connection of one of the loops. Fails if the loops are stopping (the
+    /// stream is then closed).
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// use posa::net::Stream;
+    /// use posa::proactor::Proactor;
+    /// use std::io::Write;
+    ///
+    /// let proactor = Proactor::new()?;
+    /// let (ours, mut theirs) = std::os::unix::net::UnixStream::pair()?;
+    /// ours.set_nonblocking(true)?;
+    /// let conn = proactor.adopt(Stream::Unix(mio::net::UnixStream::from_std(ours)))?;
+    /// theirs.write_all(b"hello")?;
+    /// let done = conn.read_exact(vec![0; 5]).wait().into_result().expect("read");
+    /// assert_eq!(&done.buf[..], b"hello");
+    /// # Ok(()) }
+    /// ```
+    pub fn adopt(&self, stream: crate::net::Stream) -> io::Result<Conn> {
+        let peer = stream.peer()?;
+        match &self.imp {
+            Imp::Emulated(l) => l.adopt(stream, peer),
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Imp::Uring(r) => r.adopt(stream, peer),
+        }
+    }
+
     /// Connects to `addr` (one attempt, 10 s) and attaches the connection to a loop.
     pub fn connect(&self, addr: Addr) -> ConnectToken {
         self.connect_with(
@@ -600,6 +646,7 @@ mod tests {
         timers_and_file_reads_complete_through_tokens,
         recv_lends_a_buffer_when_data_arrives_and_an_empty_one_at_end_of_stream,
         a_cancel_racing_a_completion_answers_once_and_hands_the_buffer_back,
+        adopted_streams_serve_like_accepted_ones_and_close_when_dropped,
     );
 
     #[test]
@@ -686,6 +733,72 @@ mod tests {
     }
 
     /// A proactor, a connection it accepted, and the blocking peer on the other end.
+    fn adopted_streams_serve_like_accepted_ones_and_close_when_dropped(backend: Backend) {
+        let p = Proactor::builder().backend(backend).build().unwrap();
+        // A Unix socket pair.
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let conn = p
+            .adopt(crate::net::Stream::Unix(mio::net::UnixStream::from_std(
+                ours,
+            )))
+            .unwrap();
+        assert_eq!(conn.peer(), Peer::Unix);
+        theirs.write_all(b"ping").unwrap();
+        let done = conn.read_exact(vec![0; 4]).wait().into_result().unwrap();
+        assert_eq!(&done.buf[..], b"ping");
+        conn.write_all(b"pong".to_vec())
+            .unwrap()
+            .wait()
+            .into_result()
+            .unwrap();
+        let mut got = [0u8; 4];
+        theirs.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"pong");
+        drop(conn);
+        assert_eq!(theirs.read(&mut got).unwrap(), 0, "closed when dropped");
+        // A TCP stream connected elsewhere keeps its peer address.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, from) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let conn = p
+            .adopt(crate::net::Stream::Tcp(mio::net::TcpStream::from_std(
+                server,
+            )))
+            .unwrap();
+        assert_eq!(conn.peer(), Peer::Tcp(from));
+        drop(client);
+        let end = conn.read_some(vec![0; 8]).wait().into_result().unwrap();
+        assert_eq!(end.n, 0, "end of stream");
+        // An unconnected TCP socket is refused with the kernel's error.
+        let lone = mio::net::TcpStream::from_std(
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .unwrap()
+                .into(),
+        );
+        let err = p.adopt(crate::net::Stream::Tcp(lone)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+        // Once the loops stop, adopting fails rather than losing the stream silently.
+        p.shutdown(Duration::ZERO);
+        p.join().unwrap();
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(
+            p.adopt(crate::net::Stream::Unix(mio::net::UnixStream::from_std(
+                ours
+            )))
+            .is_err()
+        );
+        assert_eq!(
+            theirs.read(&mut got).unwrap(),
+            0,
+            "the refused stream is closed"
+        );
+    }
+
     fn pair(builder: Builder) -> (Proactor, Conn, std::net::TcpStream) {
         let proactor = builder.build().unwrap();
         let listener = Listener::bind(&"127.0.0.1:0".parse::<Addr>().unwrap()).unwrap();

@@ -154,6 +154,28 @@ impl Loops {
         }
     }
 
+    /// See [`ProactorHandle::adopt`](super::ProactorHandle::adopt).
+    pub(super) fn adopt(&self, stream: Stream, peer: Peer) -> io::Result<Conn> {
+        let handle = &self.handles[self.pick()];
+        self.adopt_on(handle, stream, peer)
+    }
+
+    /// Attaches `stream` to the loop `handle` names (posted: any thread may call this).
+    fn adopt_on(&self, handle: &ReactorHandle, stream: Stream, peer: Peer) -> io::Result<Conn> {
+        let shared = self.new_conn(peer);
+        let handler = ConnHandler::new(
+            stream,
+            Arc::clone(&shared),
+            crate::sync::Arc::clone(&self.pool),
+        );
+        handle
+            .post(move |host| {
+                let _ = host.add_boxed(Box::new(handler));
+            })
+            .map_err(|_| io::Error::other("the proactor's loop is busy or stopping"))?;
+        Ok(Conn::new(shared))
+    }
+
     /// See [`ProactorHandle::connect_with`](super::ProactorHandle::connect_with).
     pub(super) fn connect(self: &Arc<Self>, addr: Addr, options: ConnectOptions) -> ConnectToken {
         let handle = self.handles[self.pick()].clone();
@@ -165,20 +187,9 @@ impl Loops {
         let (c, token) = act::pair();
         crate::net::connect(&handle, addr, options).on_complete(move |outcome| {
             let result = match outcome.into_result() {
-                Ok(stream) => {
-                    let shared = loops.new_conn(peer);
-                    let handler = ConnHandler::new(
-                        stream,
-                        Arc::clone(&shared),
-                        crate::sync::Arc::clone(&loops.pool),
-                    );
-                    match handle.post(move |host| {
-                        let _ = host.add_boxed(Box::new(handler));
-                    }) {
-                        Ok(()) => Ok(Conn::new(shared)),
-                        Err(_) => Err(ConnectError::Shutdown),
-                    }
-                }
+                Ok(stream) => loops
+                    .adopt_on(&handle, stream, peer)
+                    .map_err(|_| ConnectError::Shutdown),
                 Err(act::Error::Failed(e)) => Err(e),
                 Err(_) => Err(ConnectError::Shutdown),
             };

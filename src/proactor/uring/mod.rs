@@ -10,10 +10,13 @@
 //! - `slab.rs`: generation-keyed tables, so a late completion never reaches a new occupant.
 
 mod event_loop;
+mod ring;
 mod shared;
 mod slab;
 mod sys;
 
+#[cfg(posa_loom)]
+pub use ring::{Cqe, MakeRing, Ring, Sqe};
 #[cfg(not(posa_loom))]
 pub(crate) use shared::RingWaker;
 #[cfg(posa_loom)]
@@ -32,7 +35,7 @@ use super::accept::{AcceptShared, Accepts};
 use super::conn::ConnShared;
 use super::delivery::Delivery;
 use super::ops::OpQueue;
-use super::{ConnectToken, OpToken, TimerToken};
+use super::{Conn, ConnectToken, OpToken, TimerToken};
 use crate::act::{self, Completer};
 use crate::net::{Addr, ConnectOptions, Listener, Peer};
 use crate::reactor::{LoopThreads, ShutdownReport};
@@ -84,6 +87,7 @@ impl Rings {
         delivery: Delivery,
         (high_water, low_water): (usize, usize),
         (recv_count, recv_size): (usize, usize),
+        #[cfg(posa_loom)] make_ring: Option<MakeRing>,
     ) -> io::Result<(Arc<Rings>, RingThreads)> {
         let threads = threads.max(1);
         let shareds = (0..threads)
@@ -113,13 +117,22 @@ impl Rings {
         for (i, shared) in shareds.into_iter().enumerate() {
             let (up, is_up) = act::pair::<(), io::Error>();
             let for_loop = Arc::clone(&rings);
+            #[cfg(posa_loom)]
+            let make_ring = make_ring.clone();
             // The ring is made on its loop's thread: with SINGLE_ISSUER the task that creates
             // a ring is the only one that may submit to it.
             let thread = thread::Builder::new()
                 .name(format!("posa-proactor-uring-{i}"))
                 .spawn(move || {
-                    let made = sys::new_ring(1024).and_then(|ring| {
-                        let bufs = sys::BufRing::new(&ring, recv_count, recv_size)?;
+                    #[cfg(not(posa_loom))]
+                    let ring = sys::new_ring(1024);
+                    #[cfg(posa_loom)]
+                    let ring = match &make_ring {
+                        Some(make) => (make.0)(),
+                        None => sys::new_ring(1024).map(|r| Box::new(r) as Box<dyn Ring>),
+                    };
+                    let made = ring.and_then(|mut ring| {
+                        let bufs = sys::BufRing::new(&mut ring, recv_count, recv_size)?;
                         Ok((ring, bufs))
                     });
                     match made {
@@ -188,6 +201,19 @@ impl Rings {
             Err(_) => Err(io::Error::other(
                 "the proactor's loop stopped before the listener was attached",
             )),
+        }
+    }
+
+    /// See [`ProactorHandle::adopt`](super::ProactorHandle::adopt).
+    pub(super) fn adopt(&self, stream: crate::net::Stream, peer: Peer) -> io::Result<Conn> {
+        let fd = std::os::fd::OwnedFd::from(stream);
+        let shared = self.new_conn(peer);
+        let for_loop = super::conn::SharedConn::clone(&shared);
+        let job: shared::Job = Box::new(move |lp: &mut RingLoop| lp.add_conn(fd, for_loop));
+        match self.loops[self.pick()].post(job) {
+            Ok(()) => Ok(Conn::new(shared)),
+            // Dropping the job closes the descriptor.
+            Err(_) => Err(io::Error::other("the proactor's loop is busy or stopping")),
         }
     }
 

@@ -106,7 +106,10 @@ impl RingShared {
     /// Loop side, each turn: lowers the flag, then takes what the inbox holds (keys, jobs; the
     /// shutdown request stays, for `shutdown_requested`).
     pub fn take(&self) -> Inbox {
-        self.notified.store(false, SeqCst);
+        // A swap, not a store: the same instruction on x86 (a SeqCst store is an `xchg`), and
+        // loom 0.7 builds impossible histories from a store racing an RMW on one atomic
+        // (tokio-rs/loom#254): with a store, the loop's own lowering could read back as up.
+        self.notified.swap(false, SeqCst);
         dekker_fence(); // pairs with the fence in `notify`
         let mut inbox = self.inbox.lock();
         Inbox {
@@ -201,6 +204,6 @@ impl RingWaker {
 
     /// Loop side: the key was taken; a wake from now on queues it again.
     pub fn taken(&self) {
-        self.queued.store(false, SeqCst);
+        self.queued.swap(false, SeqCst); // a swap: see `RingShared::take`
     }
 }

@@ -70,7 +70,7 @@ pub(super) fn new_ring(entries: u32) -> io::Result<IoUring> {
 /// What the backend needs of the kernel: a ring, the opcodes it issues, waits with a timeout
 /// (`EXT_ARG`), no dropped completions (`NODROP`), and provided buffer rings.
 pub(super) fn probe() -> Result<(), Unavailable> {
-    let ring = new_ring(8).map_err(|e| Unavailable::new("ring setup", &e))?;
+    let mut ring = new_ring(8).map_err(|e| Unavailable::new("ring setup", &e))?;
     let params = ring.params();
     if !params.is_feature_ext_arg() {
         return Err(Unavailable {
@@ -105,8 +105,8 @@ pub(super) fn probe() -> Result<(), Unavailable> {
             });
         }
     }
-    let bufs =
-        BufRing::new(&ring, 1, 64).map_err(|e| Unavailable::new("a provided buffer ring", &e))?;
+    let bufs = BufRing::new(&mut ring, 1, 64)
+        .map_err(|e| Unavailable::new("a provided buffer ring", &e))?;
     drop(ring); // the ring first: the kernel lets go of the buffer ring with it
     drop(bufs);
     Ok(())
@@ -225,7 +225,11 @@ unsafe impl Send for BufRing {}
 impl BufRing {
     /// Registers a ring of `count` (rounded up to a power of two) buffers of `size` bytes as
     /// buffer group 0 of `ring`, all given to the kernel.
-    pub(super) fn new(ring: &IoUring, count: usize, size: usize) -> io::Result<BufRing> {
+    pub(super) fn new<R: super::ring::Ring + ?Sized>(
+        ring: &mut R,
+        count: usize,
+        size: usize,
+    ) -> io::Result<BufRing> {
         let count = count.clamp(1, 32768).next_power_of_two();
         let entries_len = count * std::mem::size_of::<types::BufRingEntry>();
         // SAFETY: an anonymous private mapping; no file, no address hint. Checked below.
@@ -259,10 +263,7 @@ impl BufRing {
         };
         // SAFETY: the entries stay mapped until `Drop`, which comes after the ring that uses
         // them is dropped or the group unregistered (`RingLoop` tears down in that order).
-        unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(map as u64, count as u16, 0, 0)?;
-        }
+        unsafe { ring.register_buf_ring(map as u64, count as u16, 0)? };
         for bid in 0..count {
             buf_ring.push(bid as u16);
         }

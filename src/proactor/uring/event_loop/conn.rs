@@ -9,7 +9,7 @@ impl RingLoop {
     // ---- connections ----------------------------------------------------------------------
 
     /// Takes `fd` (a connected socket) as a connection of this loop.
-    pub(super) fn add_conn(&mut self, fd: OwnedFd, shared: SharedConn) {
+    pub(in crate::proactor::uring) fn add_conn(&mut self, fd: OwnedFd, shared: SharedConn) {
         let key = self.conns.vacant_key();
         let waker = RingWaker::new(Arc::clone(&self.shared), Key::Conn(key));
         let loop_waker = LoopWaker::Ring(waker.clone());

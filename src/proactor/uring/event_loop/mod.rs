@@ -32,7 +32,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use io_uring::{cqueue, opcode, squeue};
 
 use super::super::accept::{AcceptCompleter, SharedAccept};
 use super::super::conn::{LoopOps, LoopWaker, Read, ReadOp, RecvOp, SharedConn, WriteOp};
@@ -40,6 +40,7 @@ use super::super::delivery::Delivery;
 use super::super::ops::OpQueue;
 use super::super::recv::RecvBuf;
 use super::super::{Conn, Done, OpCompleter, OpError};
+use super::ring::{LoopRing, Ring};
 use super::shared::{Inbox, Key, RingShared, RingWaker};
 use super::slab::Slab;
 use super::sys::{self, BufRing};
@@ -151,7 +152,7 @@ struct Connecting {
 /// One ring loop. See the [module docs](self).
 pub(crate) struct RingLoop {
     index: usize,
-    ring: IoUring,
+    ring: LoopRing,
     bufs: BufRing,
     shared: Arc<RingShared>,
     rings: Arc<Rings>,
@@ -178,7 +179,7 @@ pub(crate) struct RingLoop {
 impl RingLoop {
     pub(super) fn new(
         index: usize,
-        ring: IoUring,
+        ring: LoopRing,
         bufs: BufRing,
         shared: Arc<RingShared>,
         rings: Arc<Rings>,
@@ -228,11 +229,11 @@ impl RingLoop {
             // operation table owns (a buffer, a socket address, an eventfd counter) or that
             // outlives the ring (the buffer ring, the descriptors of live connections), and
             // stays put until the operation's final completion is reaped.
-            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+            if unsafe { self.ring.push(&sqe) } {
                 return;
             }
             // The submission queue is full: hand it to the kernel and try again.
-            if let Err(e) = self.ring.submit() {
+            if let Err(e) = Ring::submit(&mut self.ring) {
                 if e.raw_os_error() != Some(libc::EBUSY) {
                     tracing::error!(error = %e, "posa io_uring: submit failed");
                 }
@@ -297,15 +298,7 @@ impl RingLoop {
 
     /// Submits what is queued and waits for a completion, at most `timeout`.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let result = match timeout {
-            Some(t) => {
-                let ts = types::Timespec::from(t);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
-            }
-            None => self.ring.submitter().submit_and_wait(1),
-        };
-        match result {
+        match self.ring.submit_and_wait_timeout(timeout) {
             Ok(_) => Ok(()),
             Err(e)
                 if matches!(
@@ -321,10 +314,8 @@ impl RingLoop {
 
     /// Handles every completion the kernel has posted.
     fn reap(&mut self) {
-        loop {
-            let cqe = self.ring.completion().next();
-            let Some(cqe) = cqe else { break };
-            self.complete(cqe.user_data(), cqe.result(), cqe.flags());
+        while let Some(cqe) = self.ring.next_completion() {
+            self.complete(cqe.user_data, cqe.result, cqe.flags);
         }
     }
 
@@ -408,7 +399,7 @@ impl RingLoop {
             self.cancel_op(key);
         }
         while !self.ops.is_empty() {
-            let _ = self.ring.submit_and_wait(1);
+            let _ = self.ring.submit_and_wait_timeout(None);
             self.reap();
         }
         let jobs_dropped = {
@@ -417,7 +408,7 @@ impl RingLoop {
             inbox.keys.clear();
             std::mem::take(&mut inbox.jobs).len()
         };
-        let _ = self.ring.submitter().unregister_buf_ring(0);
+        let _ = self.ring.unregister_buf_ring(0);
         let report = ShutdownReport {
             drained: self.drained,
             forced: self.forced,
