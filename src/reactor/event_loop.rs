@@ -260,6 +260,8 @@ impl Reactor {
     /// One turn: wait (bounded by the next timer), dispatch events, run posted jobs, fire
     /// timers. Returns the report once shutdown has completed.
     pub fn turn(&mut self) -> io::Result<Option<ShutdownReport>> {
+        // Posts from this thread during the turn need no wake-up call: `busy` below sees them.
+        let _on_loop = self.core.handle.shared.mailbox.enter_loop();
         let now = self.core.clock.now();
         if !self.core.draining && self.core.handle.shared.mailbox.phase() == Phase::Draining {
             self.begin_drain(now);
@@ -270,7 +272,9 @@ impl Reactor {
             return Ok(Some(self.finish_shutdown()));
         }
 
-        let busy = !self.core.again.is_empty() || self.more_jobs;
+        let busy = !self.core.again.is_empty()
+            || self.more_jobs
+            || self.core.handle.shared.mailbox.is_notified();
         let timeout = turn::wait_timeout(
             now,
             self.core.timers.next_deadline(),
@@ -453,6 +457,61 @@ mod tests {
             };
             self.log.push(format!("{} close {why}", self.name));
         }
+    }
+
+    /// Posts a chain of jobs from the loop thread (each job posts the next): with no other
+    /// thread to wake it, each must still run, on one of the next turns, and the loop must not
+    /// sleep in between (its only timer is a far fail-safe, which must not fire first).
+    struct SelfPoster {
+        ran: std::sync::Arc<AtomicUsize>,
+        slept: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    fn post_chain(handle: ReactorHandle, ran: std::sync::Arc<AtomicUsize>, left: usize) {
+        let next = handle.clone();
+        handle
+            .post(move |_| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                if left > 1 {
+                    post_chain(next, ran, left - 1);
+                }
+            })
+            .unwrap();
+    }
+
+    impl EventHandler for SelfPoster {
+        fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+            cx.set_timer(Duration::from_secs(10)); // the fail-safe
+            post_chain(cx.handle().clone(), std::sync::Arc::clone(&self.ran), 3);
+            Ok(())
+        }
+        fn ready(&mut self, _: Readiness, _: &mut Context<'_>) {}
+        fn timeout(&mut self, _: TimerId, _: &mut Context<'_>) {
+            self.slept.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn jobs_posted_from_the_loop_thread_run_without_a_wake_up() {
+        let mut r = Reactor::new().unwrap();
+        let ran = std::sync::Arc::new(AtomicUsize::new(0));
+        let slept = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        r.add(SelfPoster {
+            ran: std::sync::Arc::clone(&ran),
+            slept: std::sync::Arc::clone(&slept),
+        })
+        .unwrap();
+        for _ in 0..10 {
+            r.turn().unwrap();
+            if ran.load(Ordering::SeqCst) == 3 || slept.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        assert!(
+            !slept.load(Ordering::SeqCst),
+            "the loop slept until its fail-safe timer with jobs posted from its own thread"
+        );
+        assert_eq!(ran.load(Ordering::SeqCst), 3, "every job of the chain ran");
     }
 
     #[test]

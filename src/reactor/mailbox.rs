@@ -13,6 +13,9 @@
 //! - The phase (running, draining, stopped) is read and changed under the queue lock. Once the
 //!   loop marks the mailbox stopped and takes what is left (to report it as dropped), no post can
 //!   enter: each job is run, handed back to its poster, or counted as dropped. Never lost.
+//! - A post from the loop's own thread (marked by [`Mailbox::enter_loop`] while the loop
+//!   turns) raises `notified` but makes no system call: the loop checks `is_notified` before
+//!   it waits and does not block while it is up.
 //! - The queue is bounded: a full mailbox hands the job back ([`Refused::Full`]) instead of
 //!   growing, so a flood of posts cannot exhaust memory.
 // Public for the loom models (re-exported under `--cfg posa_loom` only).
@@ -56,6 +59,22 @@ struct Queue<J> {
     /// wake).
     wakes: VecDeque<J>,
     phase: Phase,
+}
+
+crate::sync::const_thread_local! {
+    /// The mailbox whose loop runs on this thread now (its address), 0 elsewhere.
+    static ON_LOOP: std::cell::Cell<usize> = std::cell::Cell::new(0);
+}
+
+/// The calling thread is a mailbox's loop until this drops ([`Mailbox::enter_loop`]); dropping
+/// restores what the thread was before (a loop turned inside another loop's handler).
+#[must_use = "the thread counts as the loop only while this lives"]
+pub struct OnLoop(usize);
+
+impl Drop for OnLoop {
+    fn drop(&mut self) {
+        ON_LOOP.with(|c| c.set(self.0));
+    }
 }
 
 /// Jobs posted to a loop from any thread, with coalesced wake-ups and a shutdown phase.
@@ -121,13 +140,32 @@ impl<J, N: Notify> Mailbox<J, N> {
     }
 
     fn wake_coalesced(&self) {
-        if !self.notified.swap(true, Ordering::AcqRel)
-            && let Err(e) = self.notify.notify()
-        {
+        if self.notified.swap(true, Ordering::AcqRel) {
+            return; // a wake-up is on its way already
+        }
+        if self.on_loop_thread() {
+            // Posted by the loop itself (a handler, a job, a completion handler): the loop
+            // looks at `is_notified` before it waits, so the system call would only make its
+            // next poll return at once for nothing.
+            return;
+        }
+        if let Err(e) = self.notify.notify() {
             // The loop checks `is_notified` every turn: a failed wake-up delays the job to the
             // loop's next turn, it does not strand it.
             tracing::warn!(error = %e, "posa reactor: wake-up failed");
         }
+    }
+
+    /// Marks the calling thread as this mailbox's loop until the guard drops: posts from it
+    /// then skip the wake-up system call. Only for a loop that checks
+    /// [`is_notified`](Self::is_notified) before every wait, on the one thread that waits
+    /// (the reactor's turn; not Leader/Followers, whose posting thread is not the one polling).
+    pub fn enter_loop(&self) -> OnLoop {
+        OnLoop(ON_LOOP.with(|c| c.replace(self as *const Self as *const () as usize)))
+    }
+
+    fn on_loop_thread(&self) -> bool {
+        ON_LOOP.with(|c| c.get() == self as *const Self as *const () as usize)
     }
 
     /// Wakes the loop without posting anything (to make a sleeping leader look again).
