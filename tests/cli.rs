@@ -117,6 +117,66 @@ fn bad_input_is_a_clear_error() {
         .unwrap();
     assert!(!run.status.success(), "nothing listens on port 1");
     assert!(String::from_utf8_lossy(&run.stderr).contains("cannot load"));
+    // echo-server: each bad value is refused at start with what is wrong, before it listens.
+    for (flag, value, says) in [
+        ("--buffer", "0", "must be at least 1"),
+        ("--threads", "0", "must be at least 1"),
+        ("--max-conns", "0", "must be at least 1"),
+        ("--drain-grace", "-1", "expected seconds (0 or more)"),
+        ("--idle-timeout", "-0.5", "expected seconds (0 or more)"),
+        (
+            "--rate-limit",
+            "fast",
+            "expected a positive rate like 100/s",
+        ),
+        ("--rate-limit", "0/s", "expected a positive rate like 100/s"),
+    ] {
+        let run = posa()
+            .args(["echo-server", "--addr", "127.0.0.1:0", flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{flag} {value} was accepted: {err}");
+        assert!(
+            err.contains(flag) && err.contains(says),
+            "{flag} {value}: {err}"
+        );
+        assert!(!err.contains("listening on"), "{flag} {value}: {err}");
+    }
+}
+
+#[test]
+fn watch_says_a_missing_path_will_be_followed_and_refuses_a_missing_directory() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("posa-cli-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("not-yet.log");
+    let mut child = posa()
+        .arg("watch")
+        .arg(&missing)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    for _ in lines.by_ref().take(1000) {}
+    child.wait().unwrap();
+    assert!(
+        first.contains("does not exist yet") && first.contains("not-yet.log"),
+        "{first}"
+    );
+    let run = posa()
+        .arg("watch")
+        .arg(dir.join("no-such-dir").join("x.log"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Starts `posa echo-server --model proactor --backend <backend>` with `env`, returns the line

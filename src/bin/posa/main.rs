@@ -164,7 +164,7 @@ struct EchoArgs {
     model: String,
     /// Threads for the reactor-pool, leader-followers and proactor models; workers for
     /// half-sync.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one)]
     threads: usize,
     /// The proactor's backend: auto (io_uring where the kernel allows it, else emulated),
     /// uring (io_uring or a clear error), emulated (readiness on reactors).
@@ -173,24 +173,44 @@ struct EchoArgs {
     /// Where to listen: IP:PORT or unix:/path.
     #[arg(long, default_value = "127.0.0.1:7000")]
     addr: Addr,
-    /// Most connections open at once; more are accepted and closed at once.
-    #[arg(long, default_value_t = 10_000)]
+    /// Most connections open at once; more are accepted and closed (after a short lingering
+    /// close, so a request already sent does not turn the close into a reset).
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
     max_conns: usize,
     /// Close a connection idle for this many seconds (0: never).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = non_negative_secs)]
     idle_timeout: f64,
     /// Most bytes buffered per connection for a slow reader.
-    #[arg(long, default_value_t = 64 * 1024)]
+    #[arg(long, default_value_t = 64 * 1024, value_parser = at_least_one)]
     buffer: usize,
-    /// On shutdown, seconds to let connections finish before closing them.
-    #[arg(long, default_value_t = 5.0)]
+    /// On SIGTERM or SIGINT, seconds to let open connections finish (their peers half-close and
+    /// get every byte back) before the rest are closed; a second signal closes them at once.
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true, value_parser = non_negative_secs)]
     drain_grace: f64,
     /// Every SECS seconds, print per-dispatch-point counts and latencies to stderr (0: never).
-    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 0.0, value_name = "SECS", allow_negative_numbers = true, value_parser = non_negative_secs)]
     metrics: f64,
     /// Accept at most N new connections a second (token bucket, bursts of N), e.g. `100/s`.
     #[arg(long, value_name = "N/s", value_parser = parse_rate)]
     rate_limit: Option<f64>,
+}
+
+/// A count of at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("expected a whole number, got {s:?}: {e}")),
+    }
+}
+
+/// Seconds: finite and not negative.
+fn non_negative_secs(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(v) => Err(format!("expected seconds (0 or more), got {v}")),
+        Err(e) => Err(format!("expected seconds, got {s:?}: {e}")),
+    }
 }
 
 /// `N` or `N/s`, N > 0.
@@ -491,6 +511,20 @@ fn main() -> ExitCode {
         }
         Some(Command::Patterns { built }) => built,
         Some(Command::Watch(args)) => {
+            // As `tail -F` does: say which paths are not there yet (their directory must be;
+            // the watcher refuses a path whose directory is missing, with the reason).
+            for path in args.paths.iter().filter(|p| !p.exists()) {
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => std::path::Path::new("."),
+                };
+                if dir.is_dir() {
+                    eprintln!(
+                        "posa watch: {} does not exist yet; it will be followed once it appears",
+                        path.display()
+                    );
+                }
+            }
             let result = posa::watch::run_until_signal(
                 &args.paths,
                 args.recursive,
