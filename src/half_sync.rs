@@ -31,7 +31,7 @@ use crate::reactor::Interest;
 
 use crate::act::Outcome;
 use crate::error::{Refused, RunError};
-use crate::net::{ConnGuard, ConnStats, Peer, ServiceFactory, Stream};
+use crate::net::{ConnGuard, ConnStats, LingerState, Peer, ServiceFactory, Stream};
 use crate::pool::ThreadPool;
 use crate::reactor::{CloseReason, Context, EventHandler, HandlerWaker, Readiness, TimerId};
 use crate::sync::{Arc, Mutex};
@@ -54,6 +54,9 @@ pub struct HalfSyncConfig {
     pub chunk: usize,
     /// Close a connection that sent nothing for this long.
     pub idle_timeout: Option<Duration>,
+    /// How long a lingering close (after an idle timeout, or when a drain's grace ran out)
+    /// waits for the peer's end of stream, at most.
+    pub linger: Duration,
 }
 
 impl Default for HalfSyncConfig {
@@ -63,6 +66,7 @@ impl Default for HalfSyncConfig {
             max_in_flight: 4,
             chunk: 16 * 1024,
             idle_timeout: None,
+            linger: Duration::from_secs(2),
         }
     }
 }
@@ -94,7 +98,8 @@ pub struct HalfSyncConn<S> {
     out: Vec<u8>,
     sent: usize,
     read_closed: bool,
-    draining: bool,
+    /// Closing lingering (grace ran out, or idle), until its timer.
+    linger: Option<(LingerState, TimerId)>,
     idle: Option<(Duration, TimerId)>,
     stats: Arc<ConnStats>,
     _guard: ConnGuard,
@@ -184,7 +189,6 @@ impl<S: SyncService> HalfSyncConn<S> {
             .saturating_sub(used)
             .min(self.config.chunk);
         if self.read_closed
-            || self.draining
             || self.refused.is_some()
             || self.in_flight >= self.config.max_in_flight
             || room == 0
@@ -225,14 +229,36 @@ impl<S: SyncService> HalfSyncConn<S> {
             }
         }
         let quiet = self.in_flight == 0 && self.refused.is_none() && self.owed() == 0;
-        if (self.read_closed || self.draining) && quiet {
+        if self.read_closed && quiet {
             let _ = self.stream.shutdown(Shutdown::Write);
             return Ok(true);
         }
         Ok(false)
     }
 
+    /// Stops serving and closes lingering: what is already collected still goes out, later
+    /// replies are dropped, input is discarded until the peer's end of stream or the linger
+    /// time.
+    fn start_linger(&mut self, cx: &mut Context<'_>) {
+        if self.linger.is_some() {
+            return;
+        }
+        if let Some((_, id)) = self.idle.take() {
+            cx.cancel_timer(id);
+        }
+        let timer = cx.set_timer(self.config.linger);
+        self.linger = Some((LingerState::new(), timer));
+        self.run(cx);
+    }
+
     fn run(&mut self, cx: &mut Context<'_>) {
+        if let Some((state, _)) = &mut self.linger {
+            match state.step(&mut self.stream, &self.out, &mut self.sent, cx) {
+                Ok(false) => {}
+                Ok(true) | Err(_) => cx.close(),
+            }
+            return;
+        }
         match self.pump(cx) {
             Ok(false) => {}
             Ok(true) => cx.close(),
@@ -265,7 +291,9 @@ impl<S: SyncService> EventHandler for HalfSyncConn<S> {
     }
 
     fn timeout(&mut self, timer: TimerId, cx: &mut Context<'_>) {
-        if self.retry == Some(timer) {
+        if self.linger.as_ref().is_some_and(|(_, id)| *id == timer) {
+            cx.close(); // the peer did not end its stream in time
+        } else if self.retry == Some(timer) {
             self.retry = None;
             if let Some((seq, len, job)) = self.refused.take()
                 && let Err(e) = self.dispatch(seq, len, job, cx)
@@ -279,7 +307,7 @@ impl<S: SyncService> EventHandler for HalfSyncConn<S> {
         } else if self.idle.is_some_and(|(_, id)| id == timer) && self.in_flight == 0 {
             tracing::debug!(peer = %self.peer, "half-sync: idle timeout");
             self.stats.idle_closed.incr();
-            cx.close();
+            self.start_linger(cx);
         } else if let Some((after, id)) = self.idle
             && id == timer
         {
@@ -287,9 +315,13 @@ impl<S: SyncService> EventHandler for HalfSyncConn<S> {
         }
     }
 
+    /// Serve on: the connection closes itself once its peer half-closed and got every reply.
     fn drain(&mut self, cx: &mut Context<'_>) {
-        self.draining = true;
         self.run(cx);
+    }
+
+    fn force(&mut self, cx: &mut Context<'_>) {
+        self.start_linger(cx);
     }
 
     fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
@@ -347,7 +379,7 @@ impl<S: SyncService> ServiceFactory for HalfSyncFactory<S> {
             out: Vec::new(),
             sent: 0,
             read_closed: false,
-            draining: false,
+            linger: None,
             idle: None,
             stats: Arc::clone(&self.stats),
             _guard: guard,

@@ -20,6 +20,7 @@ fn bits(w: Work) -> usize {
         Work::Ready(r) => usize::from(r.readable) | usize::from(r.writable) << 1,
         Work::Timeout(_) => 4,
         Work::Drain => 8,
+        Work::Force => 16,
     }
 }
 

@@ -94,7 +94,14 @@ pub struct Acceptor<F> {
     budget: usize,
     pause: Duration,
     chain: crate::intercept::Chain,
+    /// Refused connections closing lingering, at most [`REFUSED_LINGERING`] at once.
+    lingering: ConnLimit,
+    linger: Duration,
 }
+
+/// Refused connections (limit, interceptors) that close lingering at once, at most; past that
+/// a refused connection is closed at once.
+pub const REFUSED_LINGERING: usize = 64;
 
 impl<F: ServiceFactory> Acceptor<F> {
     /// An acceptor on `listener` making handlers with `factory`, capped by `limit`.
@@ -112,6 +119,29 @@ impl<F: ServiceFactory> Acceptor<F> {
             budget: 64,
             pause: Duration::from_millis(100),
             chain: crate::intercept::Chain::new(),
+            lingering: ConnLimit::new(REFUSED_LINGERING),
+            linger: Duration::from_secs(2),
+        }
+    }
+
+    /// How long a refused connection lingers for its peer's end of stream (default 2 s; zero
+    /// closes refused connections at once).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Closes a refused connection lingering (its request, if it sent one, then does not turn
+    /// the close into a reset), while lingering slots are free; else at once.
+    fn refuse(&self, stream: Stream, cx: &mut Context<'_>) {
+        if self.linger.is_zero() {
+            return drop(stream);
+        }
+        match self.lingering.try_acquire() {
+            Some(slot) => {
+                cx.spawn(super::Linger::new(stream, Vec::new(), self.linger).with_guard(slot))
+            }
+            None => drop(stream),
         }
     }
 
@@ -241,14 +271,14 @@ impl<F: ServiceFactory> EventHandler for Acceptor<F> {
                 Ok((stream, peer)) => {
                     self.in_episode = false;
                     if !self.admitted(&peer) {
-                        drop(stream); // an orderly close, like the connection limit's
+                        self.refuse(stream, cx);
                         continue;
                     }
                     match self.limit.try_acquire() {
                         Some(guard) => self.activate(stream, peer, guard, cx),
                         None => {
                             self.stats.rejected_limit.fetch_add(1, Ordering::Relaxed);
-                            drop(stream);
+                            self.refuse(stream, cx);
                         }
                     }
                 }

@@ -18,14 +18,16 @@
 
 mod acceptor;
 mod connector;
+mod linger;
 
-pub use acceptor::{AcceptStats, Acceptor, Placement, ServiceFactory};
+pub use acceptor::{AcceptStats, Acceptor, Placement, REFUSED_LINGERING, ServiceFactory};
 pub use connector::{ConnectError, ConnectOptions, ConnectToken, connect, connect_from};
 #[cfg_attr(
     not(all(target_os = "linux", feature = "io-uring")),
     allow(unused_imports)
 )] // the io_uring backend's
 pub(crate) use connector::{backoff_delay, retryable};
+pub use linger::{LINGER_READ_BUDGET, Linger, LingerState};
 
 use std::fmt;
 use std::io::{self, Read, Write};

@@ -75,8 +75,11 @@ impl Builder {
             jobs: Vec::new(),
             ready: Vec::new(),
             more_jobs: false,
+            drain_started: None,
             drain_deadline: None,
+            linger_deadline: None,
             drained: 0,
+            forced: 0,
         })
     }
 }
@@ -93,8 +96,14 @@ pub struct Reactor {
     jobs: Vec<Job>,
     ready: Vec<(HandlerId, Readiness)>,
     more_jobs: bool,
+    /// When the drain began (its grace counts from here).
+    drain_started: Option<Instant>,
     drain_deadline: Option<Instant>,
+    /// Set when the grace ran out: handlers still open were told to `force`, and may linger
+    /// until here.
+    linger_deadline: Option<Instant>,
     drained: usize,
+    forced: usize,
 }
 
 impl Reactor {
@@ -204,7 +213,15 @@ impl Reactor {
             self.stats.stalls += 1;
         }
         match result {
-            Ok(()) if close => self.finish_close(id, handler, CloseReason::Closed),
+            Ok(()) if close => {
+                // Past the drain deadline a handler's own close is the forced one.
+                let reason = if self.linger_deadline.is_some() {
+                    CloseReason::Shutdown
+                } else {
+                    CloseReason::Closed
+                };
+                self.finish_close(id, handler, reason)
+            }
             Ok(()) => {
                 if let Some(slot) = self.table.get_mut(id) {
                     *slot = Some(handler);
@@ -243,7 +260,10 @@ impl Reactor {
         self.core.timers.cancel_owned_by(|owner| *owner == id);
         self.table.remove(id);
         self.stats.closed += 1;
-        if self.core.draining && matches!(reason, CloseReason::Closed) {
+        if self.core.draining
+            && self.linger_deadline.is_none()
+            && matches!(reason, CloseReason::Closed)
+        {
             self.drained += 1;
         }
     }
@@ -266,10 +286,20 @@ impl Reactor {
         if !self.core.draining && self.core.handle.shared.mailbox.phase() == Phase::Draining {
             self.begin_drain(now);
         }
-        if let Some(deadline) = self.drain_deadline
-            && (self.table.len() == 0 || now >= deadline)
+        if let Some(started) = self.drain_started
+            && self.linger_deadline.is_none()
         {
-            return Ok(Some(self.finish_shutdown()));
+            // A later shutdown request may have shortened the grace (a second signal).
+            let deadline = started + *self.core.handle.shared.grace.lock();
+            self.drain_deadline = self.drain_deadline.map(|d| d.min(deadline));
+        }
+        if let Some(deadline) = self.drain_deadline {
+            if self.linger_deadline.is_none() && self.table.len() > 0 && now >= deadline {
+                self.begin_force(now);
+            }
+            if self.table.len() == 0 || self.linger_deadline.is_some_and(|end| now >= end) {
+                return Ok(Some(self.finish_shutdown()));
+            }
         }
 
         let busy = !self.core.again.is_empty()
@@ -279,7 +309,7 @@ impl Reactor {
             now,
             self.core.timers.next_deadline(),
             busy,
-            self.drain_deadline,
+            self.linger_deadline.or(self.drain_deadline),
         );
         let mut ready = std::mem::take(&mut self.ready);
         let woken = turn::poll_ready(&mut self.poll, &mut self.events, timeout, &mut ready)?;
@@ -312,6 +342,7 @@ impl Reactor {
     fn begin_drain(&mut self, now: Instant) {
         self.core.draining = true;
         let grace = *self.core.handle.shared.grace.lock();
+        self.drain_started = Some(now);
         self.drain_deadline = Some(now + grace);
         tracing::info!(
             ?grace,
@@ -324,9 +355,31 @@ impl Reactor {
         }
     }
 
+    /// The grace ran out: every handler still open is counted as forced and told so; those that
+    /// close lingering get until the linger deadline.
+    fn begin_force(&mut self, now: Instant) {
+        let ids = self.table.ids();
+        self.forced = ids.len();
+        self.linger_deadline = Some(now + self.config.linger);
+        tracing::info!(
+            forced = self.forced,
+            linger = ?self.config.linger,
+            "posa reactor: drain deadline; closing the rest"
+        );
+        for id in ids {
+            self.dispatch(id, |h, cx| h.force(cx));
+        }
+    }
+
     fn finish_shutdown(&mut self) -> ShutdownReport {
         let ids = self.table.ids();
-        let forced = ids.len();
+        // Past the deadline the rest were counted when forced; handlers still lingering at the
+        // linger deadline are closed without counting them twice.
+        let forced = if self.linger_deadline.is_some() {
+            self.forced
+        } else {
+            ids.len()
+        };
         for id in ids {
             self.close_slot(id, CloseReason::Shutdown);
         }

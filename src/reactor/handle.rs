@@ -116,8 +116,11 @@ impl ReactorHandle {
         token
     }
 
-    /// Begins shutdown: intake stops now; handlers drain for up to `grace`, the rest are closed.
-    /// The token completes with the report when the loop has stopped.
+    /// Begins shutdown: intake stops now; handlers drain for up to `grace`; those still open at
+    /// the deadline are told to [`force`](super::EventHandler::force) (counted as forced) and
+    /// get at most [`Config::linger`](super::Config::linger) to close lingering, then the rest
+    /// are closed. A second call with a shorter grace brings the deadline forward. The token
+    /// completes with the report when the loop has stopped.
     pub fn shutdown(&self, grace: Duration) -> ActToken<ShutdownReport, std::convert::Infallible> {
         let (completer, token) = act::pair();
         {
@@ -131,8 +134,17 @@ impl ReactorHandle {
                 None => report.waiting.push(completer),
             }
         }
-        if self.shared.mailbox.phase() == Phase::Running {
-            *self.shared.grace.lock() = grace;
+        {
+            // The first request sets the grace; a later, shorter one brings the deadline
+            // forward (a second signal forces at once), and wakes the loop to see it.
+            let mut g = self.shared.grace.lock();
+            if self.shared.mailbox.phase() == Phase::Running {
+                *g = grace;
+            } else if grace < *g {
+                *g = grace;
+                drop(g);
+                self.shared.mailbox.wake();
+            }
         }
         self.shared.mailbox.begin_shutdown();
         token

@@ -80,8 +80,14 @@ struct Lf {
     config: Config,
     draining: AtomicBool,
     stopping: AtomicBool,
+    /// The drain's deadline; once forcing, the linger deadline.
     drain_deadline: Mutex<Option<Instant>>,
+    /// When the drain began (a later, shorter grace counts from here).
+    drain_started: Mutex<Option<Instant>>,
+    /// The grace ran out: the handlers still open were told to `force`.
+    forcing: AtomicBool,
     drained: AtomicUsize,
+    forced: AtomicUsize,
     panics: AtomicU64,
     /// Re-runs asked for by handlers added before `run` (no pool thread existed to hold them).
     early_again: Mutex<Vec<(HandlerId, Readiness)>>,
@@ -129,7 +135,10 @@ impl LeaderFollowers {
                 draining: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 drain_deadline: Mutex::new(None),
+                drain_started: Mutex::new(None),
+                forcing: AtomicBool::new(false),
                 drained: AtomicUsize::new(0),
+                forced: AtomicUsize::new(0),
                 panics: AtomicU64::new(0),
                 early_again: Mutex::new(Vec::new()),
             }),
@@ -303,11 +312,18 @@ impl Lf {
             Work::Ready(r) => handler.ready(r, &mut cx),
             Work::Timeout(t) => handler.timeout(t, &mut cx),
             Work::Drain => handler.drain(&mut cx),
+            Work::Force => handler.force(&mut cx),
         });
         let close = cx.close;
         match result {
             Ok(()) if close => {
-                self.finish_close(local, id, cell, handler, CloseReason::Closed);
+                // Past the drain deadline a handler's own close is the forced one.
+                let reason = if self.forcing.load(Ordering::Acquire) {
+                    CloseReason::Shutdown
+                } else {
+                    CloseReason::Closed
+                };
+                self.finish_close(local, id, cell, handler, reason);
                 None
             }
             Ok(()) => Some(handler),
@@ -393,7 +409,10 @@ impl Lf {
         drop(handler);
         self.timers.lock().cancel_owned_by(|owner| *owner == id);
         self.table.lock().remove(id);
-        if self.draining.load(Ordering::Acquire) && matches!(reason, CloseReason::Closed) {
+        if self.draining.load(Ordering::Acquire)
+            && !self.forcing.load(Ordering::Acquire)
+            && matches!(reason, CloseReason::Closed)
+        {
             self.drained.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -405,6 +424,7 @@ impl Lf {
             && !self.draining.swap(true, Ordering::AcqRel)
         {
             let grace = *self.handle.shared.grace.lock();
+            *self.drain_started.lock() = Some(now);
             *self.drain_deadline.lock() = Some(now + grace);
             let ids = self.table.lock().ids();
             tracing::info!(
@@ -417,11 +437,31 @@ impl Lf {
             }
         }
         if self.draining.load(Ordering::Acquire) {
-            let deadline = *self.drain_deadline.lock();
+            let forcing = self.forcing.load(Ordering::Acquire);
+            let deadline = {
+                let mut d = self.drain_deadline.lock();
+                if !forcing && let Some(started) = *self.drain_started.lock() {
+                    // A later shutdown request may have shortened the grace (a second signal).
+                    let shortest = started + *self.handle.shared.grace.lock();
+                    *d = d.map(|d| d.min(shortest));
+                }
+                *d
+            };
             let live = self.table.lock().len();
-            if (live == 0 || deadline.is_some_and(|d| now >= d))
-                && !self.stopping.swap(true, Ordering::AcqRel)
-            {
+            let due = deadline.is_some_and(|d| now >= d);
+            if !forcing && live > 0 && due && !self.forcing.swap(true, Ordering::AcqRel) {
+                // The grace ran out: the rest are forced, and may close lingering until the
+                // linger deadline.
+                let ids = self.table.lock().ids();
+                self.forced.store(ids.len(), Ordering::Relaxed);
+                *self.drain_deadline.lock() = Some(now + self.config.linger);
+                tracing::info!(forced = ids.len(), "posa leader/followers: drain deadline");
+                for id in ids {
+                    self.dispatch(local, id, Work::Force);
+                }
+                return;
+            }
+            if (live == 0 || (forcing && due)) && !self.stopping.swap(true, Ordering::AcqRel) {
                 self.wake(); // the leader may be asleep in poll
             }
         }
@@ -515,6 +555,10 @@ impl Lf {
                 forced += 1;
                 self.finish_close(&mut local, id, &cell, h, CloseReason::Shutdown);
             }
+        }
+        if self.forcing.load(Ordering::Acquire) {
+            // Counted when the grace ran out; those still lingering now are not counted twice.
+            forced = self.forced.load(Ordering::Relaxed);
         }
         let report = ShutdownReport {
             drained: self.drained.load(Ordering::Relaxed),

@@ -151,7 +151,8 @@ pub enum CloseReason {
     OpenFailed(io::Error),
     /// An upcall panicked; the payload's message, if it had one.
     Panicked(String),
-    /// The reactor shut down before the handler finished draining.
+    /// The reactor shut down before the handler finished draining: closed at or after the
+    /// drain deadline (by [`EventHandler::force`], or when lingering ran out).
     Shutdown,
 }
 
@@ -170,8 +171,19 @@ pub trait EventHandler: Send + 'static {
     }
 
     /// Shutdown began: stop taking new work and close when done. The default closes at once;
-    /// a connection overrides it to flush what it owes first.
+    /// a connection overrides it to finish what its peer started (serve until the peer
+    /// half-closes and everything owed is written) and then close itself.
     fn drain(&mut self, cx: &mut Context<'_>) {
+        cx.close();
+    }
+
+    /// The drain's grace ran out with this handler still open: it is counted as forced. The
+    /// default closes at once. A connection that may hold unread input overrides it to close
+    /// lingering ([`net::Linger`](crate::net::Linger): shut down its write side, discard input
+    /// until the peer's end of stream or a short timeout, then close itself), so the close does
+    /// not become a reset that destroys bytes already on their way to the peer. The loop runs
+    /// such handlers at most [`Config::linger`] past the deadline, then closes what remains.
+    fn force(&mut self, cx: &mut Context<'_>) {
         cx.close();
     }
 
@@ -207,7 +219,7 @@ pub type Job = Box<dyn FnOnce(&mut dyn Host) + Send>;
 pub struct ShutdownReport {
     /// Handlers that closed themselves while draining.
     pub drained: usize,
-    /// Handlers still open at the drain deadline, closed with [`CloseReason::Shutdown`].
+    /// Handlers still open at the drain deadline (each was told [`EventHandler::force`]).
     pub forced: usize,
     /// Posted jobs that never ran.
     pub jobs_dropped: usize,
@@ -232,6 +244,9 @@ pub struct Config {
     /// refused upcall is skipped (the handler is not told; use with care with edge-triggered
     /// readiness). Default: none.
     pub interceptors: crate::intercept::Chain,
+    /// After the drain deadline, how long handlers that close lingering
+    /// ([`EventHandler::force`]) may take before the loop closes them (default 2 s).
+    pub linger: Duration,
 }
 
 impl Default for Config {
@@ -244,6 +259,7 @@ impl Default for Config {
             max_handlers: 1 << 20,
             stall_threshold: Some(Duration::from_millis(100)),
             interceptors: crate::intercept::Chain::new(),
+            linger: Duration::from_secs(2),
         }
     }
 }

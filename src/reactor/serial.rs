@@ -35,6 +35,8 @@ pub enum Work {
     Timeout(TimerId),
     /// Shutdown began.
     Drain,
+    /// The drain's grace ran out.
+    Force,
 }
 
 /// What the running thread does after an upcall.
@@ -90,8 +92,8 @@ impl<H> SerialCell<H> {
                 }
             }
             State::Busy { queue, .. } => {
-                if work == Work::Drain && queue.contains(&Work::Drain) {
-                    return None; // one drain is enough
+                if matches!(work, Work::Drain | Work::Force) && queue.contains(&work) {
+                    return None; // one drain (or force) is enough
                 }
                 match (queue.back_mut(), work) {
                     (Some(Work::Ready(queued)), Work::Ready(new)) => merge(queued, new),

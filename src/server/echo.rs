@@ -11,7 +11,11 @@
 //! - Half-close: when the peer shuts down its write side, the handler finishes echoing, then
 //!   shuts down its own write side and closes.
 //! - Idle timeout: re-armed on every read (an O(1) lazy re-arm in the timer queue).
-//! - Drain (graceful shutdown): stops reading, flushes what it owes, then closes.
+//! - Drain (graceful shutdown): serves on until the peer half-closes and every byte is echoed,
+//!   then closes in order. When the grace runs out ([`EventHandler::force`]) or the connection
+//!   idles out, it closes lingering ([`LingerState`]): what it owes still goes out, its write
+//!   side is shut down, and input is discarded until the peer's end of stream or the linger
+//!   time, so the close never turns into a reset that destroys replies on their way.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -19,7 +23,7 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use crate::half_sync::SyncService;
-use crate::net::{ConnGuard, ConnStats, Peer, ServiceFactory, Stream};
+use crate::net::{ConnGuard, ConnStats, LingerState, Peer, ServiceFactory, Stream};
 use crate::reactor::{CloseReason, Context, EventHandler, Interest, Readiness, TimerId};
 use crate::sync::Arc;
 use crate::sync::atomic::Ordering;
@@ -37,6 +41,9 @@ pub struct EchoConfig {
     pub buffer: usize,
     /// Close a connection that sent nothing for this long.
     pub idle_timeout: Option<Duration>,
+    /// How long a lingering close (after an idle timeout, or when a drain's grace ran out)
+    /// waits for the peer's end of stream, at most.
+    pub linger: Duration,
 }
 
 impl Default for EchoConfig {
@@ -44,6 +51,7 @@ impl Default for EchoConfig {
         Self {
             buffer: 64 * 1024,
             idle_timeout: None,
+            linger: Duration::from_secs(2),
         }
     }
 }
@@ -56,7 +64,9 @@ pub struct Echo {
     sent: usize,
     cap: usize,
     read_closed: bool,
-    draining: bool,
+    /// Closing lingering, until its timer.
+    linger: Option<(LingerState, TimerId)>,
+    linger_after: Duration,
     idle: Option<(Duration, TimerId)>,
     idle_after: Option<Duration>,
     stats: Arc<ConnStats>,
@@ -111,7 +121,7 @@ impl Echo {
 
     fn read_once(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
         let room = self.cap.saturating_sub(self.owed()).min(SCRATCH_LEN);
-        if self.read_closed || self.draining || room == 0 {
+        if self.read_closed || room == 0 {
             return Ok(false);
         }
         SCRATCH.with(|scratch| {
@@ -145,7 +155,7 @@ impl Echo {
                 break;
             }
         }
-        if (self.read_closed || self.draining) && self.owed() == 0 {
+        if self.read_closed && self.owed() == 0 {
             // Everything read has been echoed: finish with an orderly close of our side.
             let _ = self.stream.shutdown(Shutdown::Write);
             return Ok(Step::Done);
@@ -153,7 +163,27 @@ impl Echo {
         Ok(Step::Continue)
     }
 
+    /// Stops serving and closes lingering (bounded by `linger_after`).
+    fn start_linger(&mut self, cx: &mut Context<'_>) {
+        if self.linger.is_some() {
+            return;
+        }
+        if let Some((_, id)) = self.idle.take() {
+            cx.cancel_timer(id);
+        }
+        let timer = cx.set_timer(self.linger_after);
+        self.linger = Some((LingerState::new(), timer));
+        self.run(cx);
+    }
+
     fn run(&mut self, cx: &mut Context<'_>) {
+        if let Some((state, _)) = &mut self.linger {
+            match state.step(&mut self.stream, &self.pending, &mut self.sent, cx) {
+                Ok(false) => {}
+                Ok(true) | Err(_) => cx.close(),
+            }
+            return;
+        }
         match self.pump(cx) {
             Ok(Step::Continue) => {}
             Ok(Step::Done) => cx.close(),
@@ -185,16 +215,23 @@ impl EventHandler for Echo {
     }
 
     fn timeout(&mut self, timer: TimerId, cx: &mut Context<'_>) {
-        if self.idle.is_some_and(|(_, id)| id == timer) {
+        if self.linger.as_ref().is_some_and(|(_, id)| *id == timer) {
+            cx.close(); // the peer did not end its stream in time
+        } else if self.idle.is_some_and(|(_, id)| id == timer) {
             tracing::debug!(peer = %self.peer, "echo: idle timeout");
             self.stats.idle_closed.incr();
-            cx.close();
+            self.start_linger(cx);
         }
     }
 
+    /// Serve on: the connection closes itself once its peer half-closed and got every byte
+    /// back (or is forced at the deadline).
     fn drain(&mut self, cx: &mut Context<'_>) {
-        self.draining = true;
         self.run(cx);
+    }
+
+    fn force(&mut self, cx: &mut Context<'_>) {
+        self.start_linger(cx);
     }
 
     fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
@@ -227,7 +264,8 @@ impl ServiceFactory for EchoFactory {
             sent: 0,
             cap: self.config.buffer.max(1),
             read_closed: false,
-            draining: false,
+            linger: None,
+            linger_after: self.config.linger,
             idle: None,
             idle_after: self.config.idle_timeout,
             stats: Arc::clone(&self.stats),

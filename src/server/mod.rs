@@ -297,6 +297,7 @@ impl Server {
             HalfSyncConfig {
                 buffer: config.echo.buffer,
                 idle_timeout: config.echo.idle_timeout,
+                linger: config.echo.linger,
                 ..HalfSyncConfig::default()
             },
             Arc::clone(&conn_stats),
@@ -344,9 +345,11 @@ impl Server {
         Arc::clone(&self.conn_stats)
     }
 
-    /// Closes the server on SIGINT or SIGTERM: each signal starts a drain of `grace`. A thread
-    /// of its own waits for the signals (signal-hook), so this works on every model, the
-    /// io_uring proactor's loops included; it ends when the server is joined or dropped.
+    /// Closes the server on SIGINT or SIGTERM: the first signal starts a drain of `grace`
+    /// (the listener closes; open connections are served until their peers finish, or the
+    /// grace runs out and they are forced, closing lingering); a second signal forces at once.
+    /// A thread of its own waits for the signals (signal-hook), so this works on every model,
+    /// the io_uring proactor's loops included; it ends when the server is joined or dropped.
     pub fn shutdown_on_signals(&self, grace: Duration) -> io::Result<()> {
         let mut signals = signal_hook::iterator::Signals::new([
             signal_hook::consts::SIGINT,
@@ -357,9 +360,16 @@ impl Server {
         let thread = thread::Builder::new()
             .name("posa-signals".to_owned())
             .spawn(move || {
+                let mut seen = 0u32;
                 for _ in signals.forever() {
-                    stopper.shutdown(grace);
-                    tracing::info!(?grace, "posa: signal received; shutting down");
+                    seen += 1;
+                    if seen == 1 {
+                        tracing::info!(?grace, "posa: signal received; draining");
+                        stopper.shutdown(grace);
+                    } else {
+                        tracing::info!("posa: second signal; closing every connection now");
+                        stopper.shutdown(Duration::ZERO);
+                    }
                 }
             })?;
         if let Some(old) = self.signals.lock().replace(SignalThread { handle, thread }) {

@@ -270,6 +270,7 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
         echo: EchoConfig {
             buffer: args.buffer,
             idle_timeout: (!idle.is_zero()).then_some(idle),
+            ..EchoConfig::default()
         },
         interceptors: chain,
         backend: args.backend,
