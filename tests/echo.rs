@@ -378,10 +378,17 @@ fn graceful_shutdown_serves_open_connections_until_their_peers_finish() {
     let back = exchange(&mut c, &[6u8; 100_000], |s| {
         s.shutdown(Shutdown::Write).unwrap()
     });
-    assert_eq!(back, vec![6u8; 100_000], "served in full after the shutdown began");
+    assert_eq!(
+        back,
+        vec![6u8; 100_000],
+        "served in full after the shutdown began"
+    );
     let reports = server.join().unwrap();
     assert!(reports.iter().all(|r| r.forced == 0), "{reports:?}");
-    assert!(reports.iter().map(|r| r.drained).sum::<usize>() >= 1, "{reports:?}");
+    assert!(
+        reports.iter().map(|r| r.drained).sum::<usize>() >= 1,
+        "{reports:?}"
+    );
 }
 
 #[test]

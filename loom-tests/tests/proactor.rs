@@ -55,6 +55,49 @@ fn an_operation_is_taken_handed_back_or_refused_exactly_once() {
     });
 }
 
+/// A graceful close (`seal`) racing a submit: the operation is refused, or it stays for the
+/// loop, which takes it on its look after the seal (a write accepted before the close still
+/// goes out). Never lost, never taken after the loop saw the queue closed and looked again.
+#[test]
+fn a_sealed_queue_keeps_what_was_accepted_for_the_loop() {
+    loom::model(|| {
+        let q = Arc::new(OpQueue::<u32, Waker>::new(8, 2));
+        let waker = Waker::default();
+        let mut taken = std::collections::VecDeque::new();
+        assert!(q.take(&waker, &mut taken), "open: the loop attaches");
+        let initiator = {
+            let q = Arc::clone(&q);
+            thread::spawn(move || match q.submit(7, 1) {
+                Ok(w) => {
+                    if let Some(w) = w {
+                        w.0.fetch_add(1, SeqCst);
+                    }
+                    true
+                }
+                Err(Refused::Closed(7)) => false,
+                Err(other) => panic!("unexpected {other:?}"),
+            })
+        };
+        let sealer = {
+            let q = Arc::clone(&q);
+            thread::spawn(move || q.seal().is_some())
+        };
+        assert!(sealer.join().unwrap(), "the seal finds the loop's waker");
+        let accepted = initiator.join().unwrap();
+        // The loop's look after the seal's wake-up: closed, and whatever was accepted.
+        assert!(!q.take(&waker, &mut taken), "sealed");
+        assert_eq!(
+            taken.len(),
+            usize::from(accepted),
+            "accepted once, taken once"
+        );
+        assert!(
+            matches!(q.submit(8, 0), Err(Refused::Closed(8))),
+            "refused after the seal"
+        );
+    });
+}
+
 #[test]
 fn an_operation_submitted_before_the_loop_attached_is_not_missed() {
     loom::model(|| {

@@ -64,8 +64,11 @@ impl LingerState {
             super::write_from(stream, owed, sent)?;
         }
         if *sent >= owed.len() && !self.fin_sent {
-            stream.shutdown(Shutdown::Write)?;
-            self.fin_sent = true;
+            match stream.shutdown(Shutdown::Write) {
+                // Already shut down (the service ended its stream itself): the same.
+                Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),
+                _ => self.fin_sent = true,
+            }
         }
         let mut buf = [0u8; 8192];
         let mut budget = LINGER_READ_BUDGET;

@@ -304,12 +304,11 @@ impl ConnShared {
     }
 
     /// Closes the queue: what is still queued is answered here, and the loop is told.
+    /// The owner is done: no new operations; the loop stops the queued reads, writes out what
+    /// was accepted for writing (bounded by the linger time), ends the stream and closes
+    /// lingering.
     fn close(&self) {
-        let (ops, waker) = self.queue.close();
-        for op in ops {
-            op.stop(&self.delivery, io::ErrorKind::NotConnected);
-        }
-        if let Some(w) = waker {
+        if let Some(w) = self.queue.seal() {
             w.wake();
         }
     }
@@ -447,8 +446,13 @@ impl Conn {
         token
     }
 
-    /// Closes the connection: every outstanding operation is answered (cancelled, or its
-    /// partial result), later ones are refused.
+    /// Closes the connection gracefully: later operations are refused, reads still waiting are
+    /// answered (cancelled, or their partial result), and writes already accepted still go
+    /// out, in order, before the write side is shut down; then input is discarded until the
+    /// peer's end of stream, so the close never becomes a reset (a lingering close). All of it
+    /// is bounded by the proactor's linger time ([`Builder::linger`](super::Builder::linger));
+    /// what has not gone out by then is answered `NotConnected`. Dropping the last clone of a
+    /// connection does the same.
     pub fn close(&self) {
         self.user.shared.close();
     }

@@ -263,6 +263,7 @@ pub struct Builder {
     low_water: usize,
     recv_count: usize,
     recv_size: usize,
+    linger: Duration,
     reactor: crate::reactor::Config,
     #[cfg(all(posa_loom, target_os = "linux", feature = "io-uring"))]
     make_ring: Option<MakeRing>,
@@ -279,6 +280,7 @@ impl Default for Builder {
             low_water: 64 * 1024,
             recv_count: 1024,
             recv_size: 4096,
+            linger: Duration::from_secs(2),
             reactor: crate::reactor::Config::default(),
             #[cfg(all(posa_loom, target_os = "linux", feature = "io-uring"))]
             make_ring: None,
@@ -332,6 +334,16 @@ impl Builder {
         self
     }
 
+    /// How long closing a connection may take at most (default 2 s): writes already accepted
+    /// go out, the write side is shut down, and input is discarded until the peer's end of
+    /// stream (a lingering close, so the close never becomes a reset). What is left at the end
+    /// is answered `NotConnected` and the connection closed. Also how long connections still
+    /// open at a drain's deadline get for the same.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
     /// The emulated backend's reactor settings.
     pub fn reactor(mut self, config: crate::reactor::Config) -> Self {
         self.reactor = config;
@@ -373,6 +385,7 @@ impl Builder {
                     delivery,
                     marks,
                     (self.recv_count, self.recv_size),
+                    self.linger,
                     #[cfg(posa_loom)]
                     self.make_ring,
                 )?;
@@ -384,8 +397,19 @@ impl Builder {
                 })
             }
             _ => {
-                let (loops, group) =
-                    Loops::start(self.threads, &self.reactor, delivery, marks, self.recv_size)?;
+                // The loops' forcing phase lasts as long as a connection's graceful close.
+                let reactor = crate::reactor::Config {
+                    linger: self.linger,
+                    ..self.reactor
+                };
+                let (loops, group) = Loops::start(
+                    self.threads,
+                    &reactor,
+                    delivery,
+                    marks,
+                    self.recv_size,
+                    self.linger,
+                )?;
                 Ok(Proactor {
                     handle: ProactorHandle {
                         imp: Imp::Emulated(loops),
@@ -647,6 +671,7 @@ mod tests {
         recv_lends_a_buffer_when_data_arrives_and_an_empty_one_at_end_of_stream,
         a_cancel_racing_a_completion_answers_once_and_hands_the_buffer_back,
         adopted_streams_serve_like_accepted_ones_and_close_when_dropped,
+        dropping_the_last_handle_flushes_accepted_writes_then_closes_in_order,
     );
 
     #[test]
@@ -797,6 +822,23 @@ mod tests {
             0,
             "the refused stream is closed"
         );
+    }
+
+    fn dropping_the_last_handle_flushes_accepted_writes_then_closes_in_order(backend: Backend) {
+        let (_p, conn, mut peer) = pair(Proactor::builder().backend(backend));
+        let big: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
+        let write = conn.write_all(big.clone()).unwrap();
+        peer.write_all(b"unread request").unwrap(); // input the server never reads
+        drop(conn); // the last handle, with 4 MiB still queued or in flight
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got)
+            .expect("an orderly end of stream, not a reset");
+        assert_eq!(got.len(), big.len(), "every accepted byte arrived");
+        assert!(got == big, "in order");
+        match write.wait() {
+            Outcome::Completed(Ok(Done { n, .. })) => assert_eq!(n, big.len()),
+            other => panic!("the accepted write was cut off: {other:?}"),
+        }
     }
 
     fn pair(builder: Builder) -> (Proactor, Conn, std::net::TcpStream) {

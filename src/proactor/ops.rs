@@ -12,7 +12,8 @@
 //!   finds the waker: none waits unseen.
 //! - Closing takes every waiting operation out under the lock and marks the queue closed; a
 //!   later submit gets its operation back. So each operation is taken by the loop, handed back
-//!   by `close`, or refused: exactly one of the three.
+//!   by `close`, or refused: exactly one of the three. Sealing ([`OpQueue::seal`], a graceful
+//!   close) marks it closed but leaves the waiting operations for the loop's next take.
 //! - Write bytes are accounted here, against a high-water mark: a submit that would take the
 //!   queued bytes above it is refused with its operation back (unless nothing is queued, so one
 //!   oversized write can always proceed), and [`OpQueue::written`] reports when the queue fell
@@ -106,6 +107,14 @@ impl<O, W: Clone> OpQueue<O, W> {
         let mut s = self.state.lock();
         s.closed = true;
         (s.ops.drain(..).collect(), s.waker.clone())
+    }
+
+    /// Closes the queue to new operations but leaves those waiting for the loop to take (a
+    /// graceful close: queued writes still go out). Returns the loop's waker, to tell it.
+    pub fn seal(&self) -> Option<W> {
+        let mut s = self.state.lock();
+        s.closed = true;
+        s.waker.clone()
     }
 
     /// Whether the queue is closed, and the loop's waker if one is attached (to wake the loop

@@ -23,7 +23,7 @@ use super::super::conn::{ConnShared, LoopOps, LoopWaker, Read, ReadOp, RecvOp, W
 use super::super::delivery::Delivery;
 use super::super::recv::{HeapPool, RecvBuf};
 use super::super::{Done, OpError};
-use crate::net::Stream;
+use crate::net::{LingerState, Stream};
 use crate::reactor::{CloseReason, Context, EventHandler, Interest, Readiness, TimerId};
 use std::sync::Arc;
 
@@ -36,7 +36,11 @@ pub(super) struct ConnHandler {
     /// Where pooled receives borrow their buffer (shared by the loop's connections).
     pool: crate::sync::Arc<HeapPool>,
     read_timer: Option<TimerId>,
-    draining: bool,
+    /// How long a graceful close may take (writes out, then a lingering close).
+    linger: std::time::Duration,
+    /// Closing gracefully (the owner closed, or the drain's grace ran out): its timer, and the
+    /// lingering close once the writes are out.
+    closing: Option<(TimerId, Option<LingerState>)>,
 }
 
 enum Step {
@@ -66,9 +70,11 @@ impl ConnHandler {
         loop {
             let Some(waker) = &self.waker else { return };
             let open = self.ops.take(&self.shared, waker);
-            if !open {
-                cx.close(); // `close` answers what is left
-                return;
+            if !open && self.closing.is_none() {
+                self.begin_close(cx);
+            }
+            if self.closing.is_some() {
+                return self.pump_closing(cx);
             }
             let r = self.pump_reads(cx);
             let w = self.pump_writes();
@@ -88,7 +94,7 @@ impl ConnHandler {
     fn pump_reads(&mut self, cx: &mut Context<'_>) -> io::Result<Step> {
         let mut step = Step::Blocked;
         while let Some(front) = self.ops.reads.front_mut() {
-            if front.is_cancelled() || self.draining {
+            if front.is_cancelled() {
                 self.stop_read(cx, io::ErrorKind::Interrupted);
                 step = Step::Progress;
                 continue;
@@ -266,6 +272,44 @@ impl ConnHandler {
         Ok(step)
     }
 
+    /// Starts a graceful close: no new operations, the reads answered, a timer for the rest.
+    fn begin_close(&mut self, cx: &mut Context<'_>) {
+        drop(self.shared.queue.seal());
+        if let Some(t) = self.read_timer.take() {
+            cx.cancel_timer(t);
+        }
+        for r in self.ops.reads.drain(..) {
+            r.stop(&self.shared.delivery, io::ErrorKind::NotConnected);
+        }
+        self.closing = Some((cx.set_timer(self.linger), None));
+    }
+
+    /// Closing: writes out what was accepted, then closes lingering.
+    fn pump_closing(&mut self, cx: &mut Context<'_>) {
+        let Some(waker) = &self.waker else { return };
+        self.ops.take(&self.shared, waker); // what was queued before the seal
+        for r in self.ops.reads.drain(..) {
+            r.stop(&self.shared.delivery, io::ErrorKind::NotConnected);
+        }
+        if let Err(e) = self.pump_writes() {
+            tracing::debug!(peer = %self.shared.peer, error = %e, "proactor: connection error while closing");
+            self.fail_all(e.kind());
+            return cx.close();
+        }
+        if !self.ops.writes.is_empty() {
+            return; // wait for writable
+        }
+        let Some((_, linger)) = &mut self.closing else {
+            return;
+        };
+        let state = linger.get_or_insert_with(LingerState::new);
+        let mut sent = 0;
+        match state.step(&mut self.stream, &[], &mut sent, cx) {
+            Ok(false) => {}
+            Ok(true) | Err(_) => cx.close(),
+        }
+    }
+
     fn fail_all(&mut self, kind: io::ErrorKind) {
         self.ops.stop_all(&self.shared, kind);
     }
@@ -284,17 +328,25 @@ impl EventHandler for ConnHandler {
     }
 
     fn timeout(&mut self, timer: TimerId, cx: &mut Context<'_>) {
-        if self.read_timer == Some(timer) {
+        if self.closing.as_ref().is_some_and(|(t, _)| *t == timer) {
+            cx.close(); // the linger time ran out: `close` answers what is left
+        } else if self.read_timer == Some(timer) {
             self.read_timer = None;
             self.stop_read(cx, io::ErrorKind::TimedOut);
             self.pump(cx);
         }
     }
 
+    /// Serve on: the owner closes the connection when its peer is done.
     fn drain(&mut self, cx: &mut Context<'_>) {
-        // Reads still waiting are answered (cancelled); queued writes may finish. The owner
-        // closes the connection when it has nothing more to say.
-        self.draining = true;
+        self.pump(cx);
+    }
+
+    /// The grace ran out: close gracefully (writes out, lingering), bounded by the linger time.
+    fn force(&mut self, cx: &mut Context<'_>) {
+        if self.closing.is_none() {
+            self.begin_close(cx);
+        }
         self.pump(cx);
     }
 
@@ -309,6 +361,7 @@ impl ConnHandler {
         stream: Stream,
         shared: Arc<ConnShared>,
         pool: crate::sync::Arc<HeapPool>,
+        linger: std::time::Duration,
     ) -> Self {
         ConnHandler {
             stream,
@@ -317,7 +370,8 @@ impl ConnHandler {
             waker: None,
             ops: LoopOps::default(),
             read_timer: None,
-            draining: false,
+            linger,
+            closing: None,
         }
     }
 }

@@ -56,6 +56,8 @@ pub(super) struct Loops {
     low_water: usize,
     /// Buffers lent to pooled receives, shared by the loops.
     pool: crate::sync::Arc<HeapPool>,
+    /// How long a connection's graceful close may take.
+    linger: Duration,
 }
 
 impl Loops {
@@ -66,6 +68,7 @@ impl Loops {
         delivery: Delivery,
         (high_water, low_water): (usize, usize),
         recv_size: usize,
+        linger: Duration,
     ) -> io::Result<(Arc<Loops>, ReactorGroup)> {
         let mut reactors = (0..threads.max(1))
             .map(|_| Reactor::builder().config(reactor.clone()).build())
@@ -91,6 +94,7 @@ impl Loops {
             high_water,
             low_water,
             pool: crate::sync::Arc::new(HeapPool::new(recv_size, 1024)),
+            linger,
         });
         let group = ReactorGroup::spawn(reactors, "posa-proactor")?;
         Ok((loops, group))
@@ -120,6 +124,7 @@ impl Loops {
             stream,
             Arc::clone(&shared),
             crate::sync::Arc::clone(&self.pool),
+            self.linger,
         );
         let target = self.pick();
         if self.handles.len() == 1 || cx.handle().same_loop(&self.handles[target]) {
@@ -167,6 +172,7 @@ impl Loops {
             stream,
             Arc::clone(&shared),
             crate::sync::Arc::clone(&self.pool),
+            self.linger,
         );
         handle
             .post(move |host| {

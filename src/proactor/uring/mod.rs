@@ -87,6 +87,7 @@ impl Rings {
         delivery: Delivery,
         (high_water, low_water): (usize, usize),
         (recv_count, recv_size): (usize, usize),
+        linger: Duration,
         #[cfg(posa_loom)] make_ring: Option<MakeRing>,
     ) -> io::Result<(Arc<Rings>, RingThreads)> {
         let threads = threads.max(1);
@@ -138,7 +139,7 @@ impl Rings {
                     match made {
                         Ok((ring, bufs)) => {
                             up.complete(Ok(()));
-                            RingLoop::new(i, ring, bufs, shared, for_loop).run()
+                            RingLoop::new(i, ring, bufs, shared, for_loop, linger).run()
                         }
                         Err(e) => {
                             let kind = e.kind();

@@ -164,14 +164,16 @@ impl RingShared {
         Ok(())
     }
 
-    /// Asks the loop to drain for `grace` and stop. The first request's grace holds.
+    /// Asks the loop to drain for `grace` and stop. A later, shorter grace brings the deadline
+    /// forward.
     pub(super) fn shutdown(&self, grace: Duration) {
         {
             let mut inbox = self.inbox.lock();
             if inbox.stopped {
                 return;
             }
-            inbox.shutdown.get_or_insert(grace);
+            // The first request's grace holds, unless a later one is shorter (a second signal).
+            inbox.shutdown = Some(inbox.shutdown.map_or(grace, |g| g.min(grace)));
         }
         self.notify();
     }

@@ -25,6 +25,7 @@ impl RingLoop {
             write_op: None,
             closing: None,
             forced: false,
+            linger: None,
         });
         debug_assert_eq!(inserted, key);
         self.dirty.push_back(Key::Conn(key));
@@ -36,20 +37,127 @@ impl RingLoop {
         };
         c.waker.taken();
         let open = c.ops.take(&c.shared, &c.loop_waker);
-        if !open && c.closing.is_none() {
-            c.closing = Some(io::ErrorKind::NotConnected);
-        }
-        // Draining: reads are cancelled (`start_read`), writes go on; the owner closes the
-        // connection when it has said everything. At the deadline it is forced closed.
-        if c.closing.is_none() && self.drain_deadline.is_some_and(|d| Instant::now() >= d) {
-            c.closing = Some(io::ErrorKind::NotConnected);
+        // Draining: the connection is served on until its owner closes it (when the peer is
+        // done). At the deadline it is forced: closed gracefully, bounded by the linger time.
+        let forced = c.closing.is_none() && c.linger.is_none() && self.forcing;
+        if forced {
             c.forced = true;
         }
+        if (!open || forced) && c.closing.is_none() && c.linger.is_none() {
+            self.begin_linger(key);
+        }
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         if c.closing.is_some() {
             return self.close_conn(key);
         }
+        if c.linger.is_some() {
+            return self.progress_linger(key);
+        }
         self.start_read(key);
         self.start_write(key);
+    }
+
+    /// Starts a graceful close: no new operations, the reads answered (an in-flight one
+    /// cancelled), a timer for the rest. Past [`MAX_LINGERING`] the close is immediate.
+    fn begin_linger(&mut self, key: u64) {
+        if self.lingering >= MAX_LINGERING {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.closing = Some(io::ErrorKind::NotConnected);
+            }
+            return;
+        }
+        let timer = self
+            .timers
+            .arm(TimerFor::Linger(key), Instant::now() + self.linger);
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        drop(c.shared.queue.seal());
+        c.linger = Some((Linger::Flush, timer));
+        self.lingering += 1;
+        if let Some(op) = c.read_op {
+            self.cancel_op(op);
+        }
+    }
+
+    /// Closing gracefully: the writes go out, then the write shutdown, then input is
+    /// discarded until the peer's end of stream.
+    fn progress_linger(&mut self, key: u64) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.ops.take(&c.shared, &c.loop_waker); // what was queued before the seal
+        let delivery = &self.delivery;
+        for r in c.ops.reads.drain(..) {
+            r.stop(delivery, io::ErrorKind::NotConnected);
+        }
+        let Some((phase, _)) = c.linger else {
+            return;
+        };
+        if phase == Linger::Flush && (c.write_op.is_some() || !c.ops.writes.is_empty()) {
+            return self.start_write(key);
+        }
+        if c.read_op.is_some() || c.write_op.is_some() {
+            return; // a cancelled read, or the write shutdown, is still in flight
+        }
+        let fd = sys::fd(c.fd.as_raw_fd());
+        match phase {
+            Linger::Flush => {
+                let sqe = opcode::Shutdown::new(fd, libc::SHUT_WR).build();
+                let op = self.submit(sqe, Entry::LingerFin { conn: key });
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.write_op = Some(op);
+                    c.linger = c.linger.map(|(_, t)| (Linger::Fin, t));
+                }
+            }
+            Linger::Fin => {}
+            Linger::Discard => {
+                let mut buf = vec![0u8; 4096].into_boxed_slice();
+                let sqe = opcode::Recv::new(fd, buf.as_mut_ptr(), buf.len() as u32).build();
+                let op = self.submit(
+                    sqe,
+                    Entry::LingerRecv {
+                        conn: key,
+                        _buf: buf,
+                    },
+                );
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.read_op = Some(op);
+                }
+            }
+        }
+    }
+
+    pub(super) fn linger_fin_done(&mut self, key: u64) {
+        if let Some(c) = self.conns.get_mut(key) {
+            c.write_op = None;
+            c.linger = c.linger.map(|(_, t)| (Linger::Discard, t));
+            self.dirty.push_back(Key::Conn(key));
+        }
+    }
+
+    pub(super) fn linger_recv_done(&mut self, key: u64, res: i32) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.read_op = None;
+        if res <= 0 {
+            // The peer's end of stream (or an error, or the cancel of a close): done.
+            c.closing.get_or_insert(io::ErrorKind::NotConnected);
+        }
+        self.dirty.push_back(Key::Conn(key));
+    }
+
+    /// The graceful close ran out of time: what is left is answered and the connection closed.
+    pub(super) fn linger_expired(&mut self, key: u64) {
+        if let Some(c) = self.conns.get_mut(key)
+            && let Some((_, _)) = c.linger
+        {
+            c.closing.get_or_insert(io::ErrorKind::NotConnected);
+            self.dirty.push_back(Key::Conn(key));
+        }
     }
 
     /// Stops every queued operation, cancels what is in flight, frees the connection once
@@ -66,6 +174,10 @@ impl RingLoop {
         let in_flight: Vec<u64> = c.read_op.into_iter().chain(c.write_op).collect();
         if in_flight.is_empty() {
             let forced = c.forced;
+            if let Some((_, timer)) = c.linger.take() {
+                self.timers.cancel(timer);
+                self.lingering -= 1;
+            }
             self.conns.remove(key); // closes the descriptor
             self.starved.retain(|&k| k != key);
             if self.drain_deadline.is_some() {
@@ -83,19 +195,16 @@ impl RingLoop {
     }
 
     pub(super) fn start_read(&mut self, key: u64) {
-        let draining = self.drain_deadline.is_some();
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
         if let Some(op) = c.read_op {
             // In flight: cancel it if its token asked, or the loop is draining.
-            if draining
-                || self.ops.get(op).is_some_and(|f| match &f.entry {
-                    Entry::Read { op, .. } => op.c.is_cancelled(),
-                    Entry::Recv { op, .. } => op.c.is_cancelled(),
-                    _ => false,
-                })
-            {
+            if self.ops.get(op).is_some_and(|f| match &f.entry {
+                Entry::Read { op, .. } => op.c.is_cancelled(),
+                Entry::Recv { op, .. } => op.c.is_cancelled(),
+                _ => false,
+            }) {
                 self.cancel_op(op);
             }
             return;
@@ -104,7 +213,7 @@ impl RingLoop {
             return; // parked until a buffer comes back
         }
         while let Some(front) = c.ops.reads.front() {
-            if front.is_cancelled() || draining {
+            if front.is_cancelled() {
                 if let Some(r) = c.ops.reads.pop_front() {
                     r.stop(&self.delivery, io::ErrorKind::Interrupted);
                 }

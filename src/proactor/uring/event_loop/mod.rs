@@ -68,6 +68,8 @@ enum TimerFor {
     ConnectAttempt(u64),
     /// A connect's backoff ended: the next attempt.
     ConnectRetry(u64),
+    /// A connection's graceful close ran out of time.
+    Linger(u64),
 }
 
 /// An operation the kernel holds, with everything it uses.
@@ -99,6 +101,11 @@ enum Entry {
     },
     /// An `AsyncCancel`'s own completion.
     Cancel,
+    /// A closing connection's write shutdown (its lingering close begins).
+    LingerFin { conn: u64 },
+    /// A closing connection's receive of input to throw away (`_buf`: written by the kernel,
+    /// never read).
+    LingerRecv { conn: u64, _buf: Box<[u8]> },
 }
 
 struct InFlight {
@@ -124,6 +131,19 @@ struct RingConn {
     closing: Option<io::ErrorKind>,
     /// Closed by the drain deadline, not by its owner.
     forced: bool,
+    /// Closing gracefully: where it is, and the timer that bounds it.
+    linger: Option<(Linger, TimerId)>,
+}
+
+/// The steps of a connection's graceful close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Linger {
+    /// Writes accepted before the close go out.
+    Flush,
+    /// The write shutdown is in flight.
+    Fin,
+    /// Input is discarded until the peer's end of stream.
+    Discard,
 }
 
 struct RingListener {
@@ -172,9 +192,20 @@ pub(crate) struct RingLoop {
     /// Tearing down: the eventfd read is not re-armed.
     stopping: bool,
     drain_deadline: Option<Instant>,
+    /// When the drain began (a later, shorter grace counts from here).
+    drain_started: Option<Instant>,
+    /// The drain's deadline passed and the connections left were forced.
+    forcing: bool,
+    /// How long a connection's graceful close may take.
+    linger: Duration,
+    /// Connections closing gracefully now (bounded by [`MAX_LINGERING`]).
+    lingering: usize,
     drained: usize,
     forced: usize,
 }
+
+/// Connections a loop closes gracefully at once, at most; past that a close is immediate.
+const MAX_LINGERING: usize = 4096;
 
 impl RingLoop {
     pub(super) fn new(
@@ -183,6 +214,7 @@ impl RingLoop {
         bufs: BufRing,
         shared: Arc<RingShared>,
         rings: Arc<Rings>,
+        linger: Duration,
     ) -> Self {
         RingLoop {
             index,
@@ -205,6 +237,10 @@ impl RingLoop {
             wake_armed: false,
             stopping: false,
             drain_deadline: None,
+            drain_started: None,
+            forcing: false,
+            linger,
+            lingering: 0,
             drained: 0,
             forced: 0,
         }
@@ -288,7 +324,7 @@ impl RingLoop {
                 Instant::now(),
                 self.timers.next_deadline(),
                 busy,
-                self.drain_deadline,
+                self.drain_deadline.filter(|_| !self.forcing),
             );
             self.wait(timeout)?;
             self.reap();
@@ -331,8 +367,15 @@ impl RingLoop {
         for job in jobs {
             job(self);
         }
-        if let (Some(grace), None) = (shutdown, self.drain_deadline) {
-            self.begin_drain(grace);
+        match (shutdown, self.drain_deadline, self.drain_started) {
+            (Some(grace), None, _) => self.begin_drain(grace),
+            // A later, shorter grace brings the deadline forward (a second signal).
+            (Some(grace), Some(deadline), Some(started))
+                if !self.forcing && started + grace < deadline =>
+            {
+                self.drain_deadline = Some(started + grace);
+            }
+            _ => {}
         }
         self.rings.loops[self.index].buf_waker.taken();
         if self.bufs.recycle() > 0 && !self.starved.is_empty() {
@@ -373,7 +416,9 @@ impl RingLoop {
     }
 
     fn begin_drain(&mut self, grace: Duration) {
-        self.drain_deadline = Some(Instant::now() + grace);
+        let now = Instant::now();
+        self.drain_started = Some(now);
+        self.drain_deadline = Some(now + grace);
         tracing::info!(?grace, conns = self.conns.len(), "posa io_uring: draining");
         let listeners: Vec<u64> = self.listeners.keys().collect();
         for k in listeners {
@@ -455,6 +500,8 @@ impl RingLoop {
             Entry::Read { conn, op: read } => self.read_done(conn, read, res, op.timed_out),
             Entry::Recv { conn, op: recv } => self.recv_done(conn, recv, res, flags, op.timed_out),
             Entry::Write { conn, op: write } => self.write_done(conn, write, res),
+            Entry::LingerFin { conn } => self.linger_fin_done(conn),
+            Entry::LingerRecv { conn, .. } => self.linger_recv_done(conn, res),
             Entry::Connect { connect, fd, .. } => self.connect_done(connect, fd, res),
             Entry::File { buf, c, .. } => {
                 self.files.retain(|&k| k != key);

@@ -72,13 +72,18 @@ impl RingLoop {
                     }
                     self.attempt(k);
                 }
+                TimerFor::Linger(k) => self.linger_expired(k),
             }
         }
         if let Some(deadline) = self.drain_deadline
             && now >= deadline
+            && !self.forcing
         {
-            // The grace is over: whatever is left is forced closed.
+            // The grace is over: whatever is left is forced (a graceful close, bounded by the
+            // linger time).
+            self.forcing = true;
             let conns: Vec<u64> = self.conns.keys().collect();
+            tracing::info!(forced = conns.len(), "posa io_uring: drain deadline");
             self.dirty.extend(conns.into_iter().map(Key::Conn));
         }
     }
