@@ -98,6 +98,8 @@ pub struct HalfSyncConn<S> {
     out: Vec<u8>,
     sent: usize,
     read_closed: bool,
+    /// Told the drain's grace ran out.
+    forced: bool,
     /// Closing lingering (grace ran out, or idle), until its timer.
     linger: Option<(LingerState, TimerId)>,
     idle: Option<(Duration, TimerId)>,
@@ -263,9 +265,11 @@ impl<S: SyncService> HalfSyncConn<S> {
             Ok(false) => {}
             Ok(true) => cx.close(),
             Err(e) => {
+                // The socket may still be healthy (a service error): close lingering; on a
+                // broken one the linger's first step fails and closes at once.
                 tracing::debug!(peer = %self.peer, error = %e, "half-sync: connection error");
                 self.stats.errors.incr();
-                cx.close();
+                self.start_linger(cx);
             }
         }
     }
@@ -321,11 +325,13 @@ impl<S: SyncService> EventHandler for HalfSyncConn<S> {
     }
 
     fn force(&mut self, cx: &mut Context<'_>) {
+        self.forced = true;
         self.start_linger(cx);
     }
 
-    fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
-        self.stats.closed.incr();
+    fn close(&mut self, reason: &CloseReason, _: &mut Context<'_>) {
+        self.stats
+            .count_close(self.forced || matches!(reason, CloseReason::Shutdown));
     }
 }
 
@@ -379,6 +385,7 @@ impl<S: SyncService> ServiceFactory for HalfSyncFactory<S> {
             out: Vec::new(),
             sent: 0,
             read_closed: false,
+            forced: false,
             linger: None,
             idle: None,
             stats: Arc::clone(&self.stats),

@@ -29,7 +29,10 @@ use crate::reactor::{Context, EventHandler, Interest, Readiness, TimerId};
 /// Bytes discarded per upcall at most (the rest on the next turn).
 pub const LINGER_READ_BUDGET: usize = 256 * 1024;
 
-/// Where a lingering close is.
+/// Where a lingering close is. Closing a socket whose receive queue holds unread bytes sends
+/// a reset, which also destroys what the peer had received but not read; a lingering close
+/// (nginx's `lingering_close`) avoids it: write what is owed, shut down the write side, read
+/// and discard until the peer's end of stream, then close. The caller bounds it with a timer.
 #[derive(Debug, Default)]
 pub struct LingerState {
     /// The write side is shut down.
@@ -96,7 +99,9 @@ impl LingerState {
     }
 }
 
-/// A connection closing lingering, as a handler of its own: see the [module docs](self).
+/// A connection closing lingering, as a handler of its own (for a stream nobody else serves,
+/// such as a connection the acceptor refuses): the steps of [`LingerState`], bounded by its
+/// own timer.
 pub struct Linger {
     stream: Stream,
     owed: Vec<u8>,

@@ -397,6 +397,27 @@ pub struct ConnStats {
     pub errors: crate::tss::Counter,
     /// Connections closed.
     pub closed: crate::tss::Counter,
+    /// Set when the server begins to drain (a signal, or `Server::shutdown`).
+    pub draining: crate::sync::atomic::AtomicBool,
+    /// Connections that finished on their own while draining (their peer half-closed and got
+    /// every byte back).
+    pub drained: crate::tss::Counter,
+    /// Connections still open at the drain's deadline, closed lingering.
+    pub forced: crate::tss::Counter,
+}
+
+impl ConnStats {
+    /// Counts a connection closing: as drained or forced if the server is draining.
+    pub fn count_close(&self, forced: bool) {
+        self.closed.incr();
+        if self.draining.load(crate::sync::atomic::Ordering::Acquire) {
+            if forced {
+                self.forced.incr();
+            } else {
+                self.drained.incr();
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -601,8 +601,10 @@ impl ProactorHandle {
         }
     }
 
-    /// Begins shutdown on every loop: listeners close, outstanding reads are cancelled, queued
-    /// writes get up to `grace` to go out, then every connection is closed.
+    /// Begins shutdown on every loop: listeners close; open connections are served on until
+    /// their owners close them (a graceful close: accepted writes out, then lingering); at the
+    /// `grace` deadline the rest are forced into the same close, bounded by
+    /// [`Builder::linger`]. A later call with a shorter grace brings the deadline forward.
     pub fn shutdown(&self, grace: Duration) {
         match &self.imp {
             Imp::Emulated(l) => {

@@ -64,6 +64,8 @@ pub struct Echo {
     sent: usize,
     cap: usize,
     read_closed: bool,
+    /// Told the drain's grace ran out.
+    forced: bool,
     /// Closing lingering, until its timer.
     linger: Option<(LingerState, TimerId)>,
     linger_after: Duration,
@@ -188,9 +190,11 @@ impl Echo {
             Ok(Step::Continue) => {}
             Ok(Step::Done) => cx.close(),
             Err(e) => {
+                // The socket may still be healthy (a service error): close lingering; on a
+                // broken one the linger's first step fails and closes at once.
                 tracing::debug!(peer = %self.peer, error = %e, "echo: connection error");
                 self.stats.errors.incr();
-                cx.close();
+                self.start_linger(cx);
             }
         }
     }
@@ -231,11 +235,13 @@ impl EventHandler for Echo {
     }
 
     fn force(&mut self, cx: &mut Context<'_>) {
+        self.forced = true;
         self.start_linger(cx);
     }
 
-    fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
-        self.stats.closed.incr();
+    fn close(&mut self, reason: &CloseReason, _: &mut Context<'_>) {
+        self.stats
+            .count_close(self.forced || matches!(reason, CloseReason::Shutdown));
     }
 }
 
@@ -264,6 +270,7 @@ impl ServiceFactory for EchoFactory {
             sent: 0,
             cap: self.config.buffer.max(1),
             read_closed: false,
+            forced: false,
             linger: None,
             linger_after: self.config.linger,
             idle: None,

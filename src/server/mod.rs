@@ -380,9 +380,13 @@ impl Server {
 
     /// What stops the loops of this server, cloneable for another thread.
     fn stopper(&self) -> Stopper {
-        match &self.run {
-            Run::Proactor(p) => Stopper::Proactor(p.handle()),
-            _ => Stopper::Loops(self.handles().to_vec()),
+        let loops = match &self.run {
+            Run::Proactor(p) => Loops::Proactor(p.handle()),
+            _ => Loops::Reactors(self.handles().to_vec()),
+        };
+        Stopper {
+            loops,
+            stats: Arc::clone(&self.conn_stats),
         }
     }
 
@@ -446,20 +450,30 @@ impl SignalThread {
 
 /// Stops a server's loops from any thread.
 #[derive(Clone)]
-enum Stopper {
-    Loops(Vec<ReactorHandle>),
+struct Stopper {
+    loops: Loops,
+    /// Where the services count connections drained and forced from now on.
+    stats: Arc<ConnStats>,
+}
+
+#[derive(Clone)]
+enum Loops {
+    Reactors(Vec<ReactorHandle>),
     Proactor(crate::proactor::ProactorHandle),
 }
 
 impl Stopper {
     fn shutdown(&self, grace: Duration) {
-        match self {
-            Stopper::Loops(handles) => {
+        self.stats
+            .draining
+            .store(true, crate::sync::atomic::Ordering::Release);
+        match &self.loops {
+            Loops::Reactors(handles) => {
                 for h in handles {
                     drop(h.shutdown(grace));
                 }
             }
-            Stopper::Proactor(p) => p.shutdown(grace),
+            Loops::Proactor(p) => p.shutdown(grace),
         }
     }
 }

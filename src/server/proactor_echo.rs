@@ -26,13 +26,16 @@ struct Service {
 struct Echo {
     conn: Conn,
     service: Arc<Service>,
+    /// The peer ended its stream and got every byte back (set by `finish`).
+    finished: crate::sync::atomic::AtomicBool,
     _guard: ConnGuard,
 }
 
 impl Drop for Echo {
     fn drop(&mut self) {
         self.conn.close();
-        self.service.stats.closed.incr();
+        let finished = self.finished.load(Ordering::Acquire);
+        self.service.stats.count_close(!finished);
     }
 }
 
@@ -92,6 +95,7 @@ fn accept_next(service: Arc<Service>) {
                     let echo = Arc::new(Echo {
                         conn,
                         service: Arc::clone(&service),
+                        finished: crate::sync::atomic::AtomicBool::new(false),
                         _guard: guard,
                     });
                     read_next(echo);
@@ -174,13 +178,14 @@ fn read_next(echo: Arc<Echo>) {
         Outcome::Completed(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
             echo.service.stats.idle_closed.incr();
         }
-        // Drain (shutdown): stop reading, let the writes go, close our side in order.
-        Outcome::Cancelled(_) | Outcome::CancelledAfterEffect(_) => finish(echo),
+        // The connection was closed under us (the drain's deadline): it closes lingering.
+        Outcome::Cancelled(_) | Outcome::CancelledAfterEffect(_) => {}
         _ => echo.service.stats.errors.incr(),
     });
 }
 
-/// Shut down writing after the queued writes, then close.
+/// The peer ended its stream: shut down writing after the queued writes, then close.
 fn finish(echo: Arc<Echo>) {
+    echo.finished.store(true, Ordering::Release);
     echo.conn.shutdown_write().on_complete(move |_| drop(echo));
 }

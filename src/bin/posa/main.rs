@@ -303,18 +303,19 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
         let _ = r.join();
     }
     let reports = reports?;
-    let (drained, forced) = reports
-        .iter()
-        .fold((0, 0), |(d, f), r| (d + r.drained, f + r.forced));
+    let jobs_dropped: usize = reports.iter().map(|r| r.jobs_dropped).sum();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let bytes = echo.bytes.sum();
     eprintln!(
         "posa echo-server: stopped: {} connections accepted, {} refused at --max-conns, {} bytes echoed, \
-         {} refused by --rate-limit; at shutdown {drained} handlers drained, {forced} closed at the deadline",
+         {} refused by --rate-limit; at shutdown {} connections finished on their own, {} forced at the deadline \
+         ({jobs_dropped} posted jobs dropped)",
         load(&accepts.accepted),
         load(&accepts.rejected_limit),
         bytes,
         load(&accepts.rejected_intercept),
+        echo.drained.sum(),
+        echo.forced.sum(),
     );
     Ok(())
 }
