@@ -229,11 +229,20 @@ fn drain_loses_nothing(model: &str) {
             .expect("every client gets its first MiB back");
     }
     server.signal(libc::SIGTERM);
+    let signalled = std::time::Instant::now();
+    let mut total = 0;
     for (i, c) in clients.into_iter().enumerate() {
         let got = c.join().unwrap().unwrap_or_else(|e| panic!("{model}: {e}"));
         assert_eq!(got, PER_CLIENT, "{model}: client {i} got every byte back");
+        total += got;
     }
     let report = server.exit();
+    // Figures for the record (not asserted): what came back, and how long the drain took.
+    eprintln!(
+        "{model}: {total} of {} bytes back; exited {:?} after SIGTERM; {report}",
+        CLIENTS * PER_CLIENT,
+        signalled.elapsed()
+    );
     assert_eq!(counts(&report), (CLIENTS, 0), "{model}: {report}");
 }
 
