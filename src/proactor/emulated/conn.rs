@@ -36,8 +36,11 @@ pub(super) struct ConnHandler {
     /// Where pooled receives borrow their buffer (shared by the loop's connections).
     pool: crate::sync::Arc<HeapPool>,
     read_timer: Option<TimerId>,
-    /// How long a graceful close may take (writes out, then a lingering close).
-    linger: std::time::Duration,
+    /// How long a graceful close may take (writes out, then a lingering close), and the
+    /// loops' cap on connections closing so at once.
+    linger: (std::time::Duration, crate::net::ConnLimit),
+    /// A slot of that cap, held while closing gracefully.
+    linger_slot: Option<crate::net::ConnGuard>,
     /// Closing gracefully (the owner closed, or the drain's grace ran out): its timer, and the
     /// lingering close once the writes are out.
     closing: Option<(TimerId, Option<LingerState>)>,
@@ -281,7 +284,15 @@ impl ConnHandler {
         for r in self.ops.reads.drain(..) {
             r.stop(&self.shared.delivery, io::ErrorKind::NotConnected);
         }
-        self.closing = Some((cx.set_timer(self.linger), None));
+        match self.linger.1.try_acquire() {
+            Some(slot) => self.linger_slot = Some(slot),
+            None => {
+                // Too many closing at once: close now (`close` answers what is left).
+                self.closing = Some((cx.set_timer(std::time::Duration::ZERO), None));
+                return cx.close();
+            }
+        }
+        self.closing = Some((cx.set_timer(self.linger.0), None));
     }
 
     /// Closing: writes out what was accepted, then closes lingering.
@@ -361,7 +372,7 @@ impl ConnHandler {
         stream: Stream,
         shared: Arc<ConnShared>,
         pool: crate::sync::Arc<HeapPool>,
-        linger: std::time::Duration,
+        linger: (std::time::Duration, crate::net::ConnLimit),
     ) -> Self {
         ConnHandler {
             stream,
@@ -371,6 +382,7 @@ impl ConnHandler {
             ops: LoopOps::default(),
             read_timer: None,
             linger,
+            linger_slot: None,
             closing: None,
         }
     }

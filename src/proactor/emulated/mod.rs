@@ -56,9 +56,13 @@ pub(super) struct Loops {
     low_water: usize,
     /// Buffers lent to pooled receives, shared by the loops.
     pool: crate::sync::Arc<HeapPool>,
-    /// How long a connection's graceful close may take.
-    linger: Duration,
+    /// How long a connection's graceful close may take, and the cap on connections closing
+    /// so at once (past it a close is immediate).
+    linger: (Duration, crate::net::ConnLimit),
 }
+
+/// Connections the emulated loops close gracefully at once, at most.
+const MAX_LINGERING: usize = 4096;
 
 impl Loops {
     /// Starts `threads` loops (reactors built from `reactor`) on a [`ReactorGroup`].
@@ -94,7 +98,7 @@ impl Loops {
             high_water,
             low_water,
             pool: crate::sync::Arc::new(HeapPool::new(recv_size, 1024)),
-            linger,
+            linger: (linger, crate::net::ConnLimit::new(MAX_LINGERING)),
         });
         let group = ReactorGroup::spawn(reactors, "posa-proactor")?;
         Ok((loops, group))
@@ -124,7 +128,7 @@ impl Loops {
             stream,
             Arc::clone(&shared),
             crate::sync::Arc::clone(&self.pool),
-            self.linger,
+            self.linger.clone(),
         );
         let target = self.pick();
         if self.handles.len() == 1 || cx.handle().same_loop(&self.handles[target]) {
@@ -172,7 +176,7 @@ impl Loops {
             stream,
             Arc::clone(&shared),
             crate::sync::Arc::clone(&self.pool),
-            self.linger,
+            self.linger.clone(),
         );
         handle
             .post(move |host| {
