@@ -174,3 +174,25 @@ fn wait_any_yields_each_completion_once() {
         pb.join().unwrap();
     });
 }
+
+/// A token with a waiter and a callback: `map` completes a second token from the first's
+/// callback while one thread waits on it and another cancels it. The waiter wakes exactly
+/// once, with the mapped result (`Completed` or `CancelledAfterEffect`) or `Cancelled`; never
+/// a hang, never `Abandoned`.
+#[test]
+fn a_mapped_token_waited_on_and_cancelled_answers_its_waiter_once() {
+    loom::model(|| {
+        let (c, t) = act::pair::<u32, ()>();
+        let mapped = t.map(|v| v + 1);
+        let canceller = mapped.canceller();
+        let producer = thread::spawn(move || c.complete(Ok(1)));
+        let cancel = thread::spawn(move || canceller.cancel());
+        match mapped.wait() {
+            Outcome::Completed(Ok(2)) | Outcome::CancelledAfterEffect(Ok(2)) => {}
+            Outcome::Cancelled(()) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        producer.join().unwrap();
+        cancel.join().unwrap();
+    });
+}

@@ -112,3 +112,58 @@ fn notify_all_wakes_two_waiters() {
         }
     });
 }
+
+/// Close wakes every blocked taker, not one: two takers wait on an empty queue; both return
+/// `None` once it closes. (A `notify_one` where `notify_all` belongs leaves one asleep for
+/// ever: loom reports the deadlock.)
+#[test]
+fn close_wakes_every_blocked_taker() {
+    loom::model(|| {
+        let q = Arc::new(BoundedQueue::<u32>::new(1));
+        let takers: Vec<_> = (0..2)
+            .map(|_| {
+                let q = Arc::clone(&q);
+                thread::spawn(move || q.take())
+            })
+            .collect();
+        q.close();
+        for t in takers {
+            assert_eq!(t.join().unwrap(), None, "a closed, empty queue yields None");
+        }
+    });
+}
+
+/// Close wakes every blocked putter: two putters wait on a full queue; each gets its item
+/// back (or, had a slot opened, put it), and nothing is lost: the queue still yields what it
+/// held, then `None`.
+#[test]
+fn close_wakes_every_blocked_putter_and_hands_items_back() {
+    loom::model(|| {
+        let q = Arc::new(BoundedQueue::new(1));
+        q.put(0).unwrap();
+        let putters: Vec<_> = [1, 2]
+            .into_iter()
+            .map(|v| {
+                let q = Arc::clone(&q);
+                thread::spawn(move || match q.put(v) {
+                    Ok(()) => None,
+                    Err(Refused::Closed(v)) => Some(v),
+                    Err(other) => panic!("unexpected {other:?}"),
+                })
+            })
+            .collect();
+        q.close();
+        let mut handed_back: Vec<u32> = putters
+            .into_iter()
+            .filter_map(|p| p.join().unwrap())
+            .collect();
+        handed_back.sort_unstable();
+        assert_eq!(
+            handed_back,
+            vec![1, 2],
+            "both blocked putters get their item back"
+        );
+        assert_eq!(q.take(), Some(0), "what the queue held is still there");
+        assert_eq!(q.take(), None);
+    });
+}

@@ -142,3 +142,42 @@ fn a_future_woken_during_its_poll_is_polled_again() {
         waker.join().unwrap();
     });
 }
+
+/// Blocking submitters at capacity while the pool closes: the worker is held by a job, the
+/// queue (capacity 1) fills, two more submitters block; `close(Graceful)` must wake both. Each
+/// submit is then refused with its job back, or accepted and then run or (when it raced the
+/// close and the last worker had already gone: the pool's documented contract, `submit.rs`)
+/// cancelled. None hangs, none is abandoned.
+#[test]
+fn blocked_submitters_wake_when_the_pool_closes() {
+    loom::model(|| {
+        let p = Arc::new(pool(1));
+        let (gate, held) = act::pair::<(), ()>();
+        let first = p
+            .submit(move || {
+                let _ = held.wait();
+                0
+            })
+            .unwrap();
+        let submitters: Vec<_> = [1, 2]
+            .into_iter()
+            .map(|v| {
+                let p = Arc::clone(&p);
+                thread::spawn(move || match p.submit(move || v) {
+                    Ok(t) => Some(t.wait()),
+                    Err(Refused::Closed(_)) => None,
+                    Err(other) => panic!("unexpected {:?}", other.map(drop)),
+                })
+            })
+            .collect();
+        p.close(Shutdown::Graceful);
+        gate.complete(Ok(()));
+        assert_eq!(first.wait(), Outcome::Completed(Ok(0)));
+        for (s, v) in submitters.into_iter().zip([1, 2]) {
+            match s.join().unwrap() {
+                None | Some(Outcome::Cancelled(())) => {}
+                Some(outcome) => assert_eq!(outcome, Outcome::Completed(Ok(v)), "run as submitted"),
+            }
+        }
+    });
+}
