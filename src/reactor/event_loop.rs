@@ -50,7 +50,7 @@ impl Builder {
         let waker = mio::Waker::new(poll.registry(), WAKE_TOKEN)?;
         let registry = poll.registry().try_clone()?;
         let shared = Arc::new(Shared {
-            mailbox: Mailbox::new(self.config.mailbox_capacity, waker),
+            mailbox: Mailbox::new(self.config.mailbox_capacity, Box::new(waker)),
             grace: Mutex::new(Duration::ZERO),
             report: Mutex::new(ReportState::default()),
         });

@@ -22,7 +22,7 @@ use crate::sync::{Arc, Mutex};
 
 /// What a loop shares with its handles.
 pub(super) struct Shared {
-    pub(super) mailbox: Mailbox<Job, mio::Waker>,
+    pub(super) mailbox: Mailbox<Job, Box<dyn super::mailbox::Notify>>,
     pub(super) grace: Mutex<Duration>,
     pub(super) report: Mutex<ReportState>,
 }

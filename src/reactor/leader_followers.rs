@@ -40,6 +40,9 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Registry};
 
+use super::demux::{Demux, MioDemux};
+use super::mailbox::Notify;
+
 use super::context::TimerAccess;
 use super::handle::{ReportState, Shared, publish_report};
 use super::serial::{Finish, SerialCell, Work};
@@ -56,11 +59,6 @@ use crate::sync::{Arc, Mutex, thread};
 
 type Cell = SerialCell<Box<dyn EventHandler>>;
 
-struct PollSide {
-    poll: Poll,
-    events: Events,
-}
-
 /// Per-thread scratch: what an upcall spawns or asks to re-run, the events it took as leader.
 #[derive(Default)]
 struct Local {
@@ -71,7 +69,8 @@ struct Local {
 }
 
 struct Lf {
-    poll: Mutex<PollSide>,
+    /// The demultiplexer; whoever holds this lock leads.
+    poll: Mutex<Box<dyn Demux>>,
     registry: Registry,
     table: Mutex<Table<Arc<Cell>>>,
     timers: Mutex<TimerQueue<HandlerId>>,
@@ -115,17 +114,49 @@ impl LeaderFollowers {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKE_TOKEN)?;
         let registry = poll.registry().try_clone()?;
+        let events = Events::with_capacity(config.event_budget.max(1));
+        let demux = Box::new(MioDemux { poll, events });
+        Ok(Self::build(
+            threads,
+            config,
+            clock,
+            demux,
+            Box::new(waker),
+            registry,
+        ))
+    }
+
+    /// Loom models only: a pool whose leaders wait on `demux` (scripted events) and whose
+    /// mailbox wakes them through `notify`. Sources registered by handlers go to a real but
+    /// never-polled `mio::Registry`.
+    #[cfg(posa_loom)]
+    pub fn with_demux(
+        threads: usize,
+        config: Config,
+        clock: SharedClock,
+        demux: Box<dyn Demux>,
+        notify: Box<dyn Notify>,
+    ) -> io::Result<Self> {
+        let registry = Poll::new()?.registry().try_clone()?;
+        Ok(Self::build(threads, config, clock, demux, notify, registry))
+    }
+
+    fn build(
+        threads: usize,
+        config: Config,
+        clock: SharedClock,
+        demux: Box<dyn Demux>,
+        notify: Box<dyn Notify>,
+        registry: Registry,
+    ) -> Self {
         let shared = Arc::new(Shared {
-            mailbox: Mailbox::new(config.mailbox_capacity, waker),
+            mailbox: Mailbox::new(config.mailbox_capacity, notify),
             grace: Mutex::new(Duration::ZERO),
             report: Mutex::new(ReportState::default()),
         });
-        Ok(Self {
+        Self {
             lf: Arc::new(Lf {
-                poll: Mutex::new(PollSide {
-                    poll,
-                    events: Events::with_capacity(config.event_budget.max(1)),
-                }),
+                poll: Mutex::new(demux),
                 registry,
                 table: Mutex::new(Table::new()),
                 timers: Mutex::new(TimerQueue::new()),
@@ -144,7 +175,7 @@ impl LeaderFollowers {
             }),
             threads: threads.max(1),
             ran: false,
-        })
+        }
     }
 
     /// A handle for other threads (post, add, shutdown), as for a reactor.
@@ -408,13 +439,17 @@ impl Lf {
         }
         drop(handler);
         self.timers.lock().cancel_owned_by(|owner| *owner == id);
-        self.table.lock().remove(id);
+        // Counted and removed under the table lock, which the deadline also takes to raise
+        // `forcing` and list the rest: a handler closing at the deadline is counted once,
+        // drained or forced, never neither nor both.
+        let mut table = self.table.lock();
         if self.draining.load(Ordering::Acquire)
             && !self.forcing.load(Ordering::Acquire)
             && matches!(reason, CloseReason::Closed)
         {
             self.drained.fetch_add(1, Ordering::Relaxed);
         }
+        table.remove(id);
     }
 
     fn check_drain(&self, local: &mut Local) {
@@ -435,6 +470,8 @@ impl Lf {
             for id in ids {
                 self.dispatch(local, id, Work::Drain);
             }
+            // The leader may be asleep with no deadline: have it wait again with this one.
+            self.wake();
         }
         if self.draining.load(Ordering::Acquire) {
             let forcing = self.forcing.load(Ordering::Acquire);
@@ -449,18 +486,27 @@ impl Lf {
             };
             let live = self.table.lock().len();
             let due = deadline.is_some_and(|d| now >= d);
-            if !forcing && live > 0 && due && !self.forcing.swap(true, Ordering::AcqRel) {
+            let forced_now = (!forcing && live > 0 && due)
+                .then(|| {
+                    let table = self.table.lock(); // see `finish_close`
+                    (!self.forcing.swap(true, Ordering::AcqRel)).then(|| table.ids())
+                })
+                .flatten();
+            if let Some(ids) = forced_now {
                 // The grace ran out: the rest are forced, and may close lingering until the
                 // linger deadline.
-                let ids = self.table.lock().ids();
                 self.forced.store(ids.len(), Ordering::Relaxed);
                 *self.drain_deadline.lock() = Some(now + self.config.linger);
                 tracing::info!(forced = ids.len(), "posa leader/followers: drain deadline");
                 for id in ids {
                     self.dispatch(local, id, Work::Force);
                 }
-                return;
+                // The leader may be asleep until the old deadline: wake it for the new one.
+                self.wake();
             }
+            let forcing = self.forcing.load(Ordering::Acquire);
+            let live = self.table.lock().len();
+            let due = self.drain_deadline.lock().is_some_and(|d| now >= d);
             if (live == 0 || (forcing && due)) && !self.stopping.swap(true, Ordering::AcqRel) {
                 self.wake(); // the leader may be asleep in poll
             }
@@ -495,9 +541,7 @@ impl Lf {
                 let next_timer = self.timers.lock().next_deadline();
                 let timeout =
                     turn::wait_timeout(now, next_timer, busy, *self.drain_deadline.lock());
-                let side = &mut *side;
-                match turn::poll_ready(&mut side.poll, &mut side.events, timeout, &mut local.ready)
-                {
+                match side.wait(timeout, &mut local.ready) {
                     Ok(w) => woken = w,
                     Err(e) => {
                         self.stopping.store(true, Ordering::Release);

@@ -41,6 +41,13 @@ impl Notify for mio::Waker {
     }
 }
 
+/// What the event loops hold: mio's waker in production, a fake in the loom models.
+impl Notify for Box<dyn Notify> {
+    fn notify(&self) -> io::Result<()> {
+        (**self).notify()
+    }
+}
+
 /// The lifecycle of a reactor as other threads see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {

@@ -49,6 +49,7 @@
 //! ```
 
 mod context;
+mod demux;
 mod event_loop;
 mod group;
 mod handle;
@@ -67,6 +68,8 @@ pub use handle::{HandlerWaker, ReactorHandle};
 pub use leader_followers::LeaderFollowers;
 pub use mailbox::Phase;
 // The cross-thread cores of the two event loops, public only where the loom models drive them.
+#[cfg(posa_loom)]
+pub use demux::Demux;
 #[cfg(not(posa_loom))]
 use mailbox::Mailbox;
 #[cfg(posa_loom)]

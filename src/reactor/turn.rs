@@ -64,7 +64,7 @@ pub(super) fn poll_ready(
 /// Takes up to `budget` posted jobs and runs each with `host`, catching panics. Returns
 /// whether more jobs wait, and how many panicked.
 pub(super) fn run_jobs(
-    mailbox: &Mailbox<Job, mio::Waker>,
+    mailbox: &Mailbox<Job, Box<dyn super::mailbox::Notify>>,
     budget: usize,
     jobs: &mut Vec<Job>,
     host: &mut dyn Host,
