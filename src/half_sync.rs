@@ -79,6 +79,41 @@ type Reply = Outcome<Vec<u8>, RunError>;
 /// queued again as it is.
 type Request = Box<dyn FnOnce() -> Vec<u8> + Send>;
 
+/// Replies that complete in any order on the pool's workers, taken by the connection's loop in
+/// request order: the reorder buffer between the two halves. Bounded by the connection's
+/// `max_in_flight` (a request is queued only below it).
+pub struct Replies<T> {
+    map: Mutex<BTreeMap<u64, T>>,
+}
+
+impl<T> Default for Replies<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Replies<T> {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self {
+            map: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Worker side: the reply to request `seq`.
+    pub fn put(&self, seq: u64, reply: T) {
+        self.map.lock().insert(seq, reply);
+    }
+
+    /// Loop side: the reply to request `*next` if it has arrived (then `*next` moves on).
+    /// Called until `None`, it takes the arrived replies in order and stops at the first gap.
+    pub fn take_next(&self, next: &mut u64) -> Option<T> {
+        let reply = self.map.lock().remove(next)?;
+        *next += 1;
+        Some(reply)
+    }
+}
+
 /// The asynchronous half of one connection. See the [module docs](self).
 pub struct HalfSyncConn<S> {
     stream: Stream,
@@ -86,7 +121,7 @@ pub struct HalfSyncConn<S> {
     service: Arc<S>,
     pool: Arc<ThreadPool>,
     config: HalfSyncConfig,
-    replies: Arc<Mutex<BTreeMap<u64, Reply>>>,
+    replies: Arc<Replies<Reply>>,
     waker: Option<HandlerWaker>,
     /// A request the pool refused (queue full), to retry: sequence number, length, job.
     refused: Option<(u64, usize, Request)>,
@@ -128,7 +163,7 @@ impl<S: SyncService> HalfSyncConn<S> {
             Ok(token) => {
                 let replies = Arc::clone(&self.replies);
                 token.on_complete(move |outcome| {
-                    replies.lock().insert(seq, outcome);
+                    replies.put(seq, outcome);
                     waker.wake();
                 });
                 self.in_flight += 1;
@@ -148,9 +183,7 @@ impl<S: SyncService> HalfSyncConn<S> {
 
     /// Moves replies that are next in sequence into the output buffer.
     fn collect(&mut self) -> io::Result<()> {
-        let mut replies = self.replies.lock();
-        while let Some(reply) = replies.remove(&self.next_write) {
-            self.next_write += 1;
+        while let Some(reply) = self.replies.take_next(&mut self.next_write) {
             self.in_flight -= 1;
             match reply {
                 Outcome::Completed(Ok(data)) | Outcome::CancelledAfterEffect(Ok(data)) => {
@@ -165,7 +198,6 @@ impl<S: SyncService> HalfSyncConn<S> {
                 }
             }
         }
-        drop(replies);
         self.stats.max_buffered.fetch_max(
             self.owed() + self.in_flight_bytes,
             std::sync::atomic::Ordering::Relaxed,
@@ -374,7 +406,7 @@ impl<S: SyncService> ServiceFactory for HalfSyncFactory<S> {
             service: Arc::clone(&self.service),
             pool: Arc::clone(&self.pool),
             config,
-            replies: Arc::new(Mutex::new(BTreeMap::new())),
+            replies: Arc::new(Replies::new()),
             waker: None,
             refused: None,
             retry: None,
