@@ -573,6 +573,46 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::task::Wake;
 
+    /// What an outcome says of itself, and what each type prints: a log line or a test
+    /// failure must tell a completed token from a cancelled one.
+    #[test]
+    fn outcomes_and_tokens_describe_themselves() {
+        let done: Outcome<u8, ()> = Outcome::Completed(Ok(1));
+        let cancelled: Outcome<u8, ()> = Outcome::Cancelled(());
+        let after: Outcome<u8, ()> = Outcome::CancelledAfterEffect(Ok(1));
+        let abandoned: Outcome<u8, ()> = Outcome::Abandoned;
+        assert!(done.is_completed() && !done.is_cancelled());
+        assert!(!cancelled.is_completed() && cancelled.is_cancelled());
+        assert!(!after.is_completed() && after.is_cancelled());
+        assert!(!abandoned.is_completed() && !abandoned.is_cancelled());
+
+        let (c, t) = pair::<u8, ()>();
+        assert_eq!(format!("{c:?}"), "Completer { cancelled: false }");
+        assert_eq!(format!("{t:?}"), "Token { ready: false }");
+        assert_eq!(format!("{:?}", t.canceller()), "Canceller");
+        let timed_out = t.wait_timeout(Duration::ZERO).unwrap_err();
+        assert_eq!(format!("{timed_out:?}"), "TimedOut(..)");
+        assert_eq!(
+            timed_out.to_string(),
+            "timed out waiting for a completion token"
+        );
+        c.complete(Ok(2));
+        assert_eq!(timed_out.into_token().wait(), Outcome::Completed(Ok(2)));
+    }
+
+    /// A detached token lets its producer run on: no cancellation is requested (dropping it
+    /// would request one), and the outcome, stated to no one, is dropped.
+    #[test]
+    fn a_detached_token_does_not_cancel_its_producer() {
+        let (c, t) = pair::<u8, ()>();
+        t.detach();
+        assert!(!c.is_cancelled(), "detach is not a drop");
+        c.complete(Ok(1));
+        let (c, t) = pair::<u8, ()>();
+        drop(t);
+        assert!(c.is_cancelled(), "a dropped token asks for cancellation");
+    }
+
     /// A residue with no `Debug` (a handler, a closure): the error still is an `Error`, so `?`
     /// takes it, and its `Debug` never prints the residue.
     #[test]

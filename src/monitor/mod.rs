@@ -340,6 +340,14 @@ mod tests {
     use crate::sync::{Arc, thread};
 
     #[test]
+    fn a_timed_out_wait_says_so() {
+        assert_eq!(
+            WaitTimedOut.to_string(),
+            "timed out waiting on a monitor condition"
+        );
+    }
+
+    #[test]
     fn wait_while_returns_once_predicate_fails() {
         let m = Arc::new(Monitor::new(0u32));
         let m2 = Arc::clone(&m);
