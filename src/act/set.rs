@@ -186,3 +186,39 @@ impl<T, E, R> fmt::Debug for TokenSet<T, E, R> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::act::{Outcome, pair};
+
+    #[test]
+    fn a_set_counts_what_is_outstanding_and_cancels_it_all() {
+        let mut set = TokenSet::<u8, ()>::new();
+        assert!(set.is_empty());
+        assert_eq!(set.size_hint(), (0, Some(0)));
+        let (a, ta) = pair::<u8, ()>();
+        let (b, tb) = pair::<u8, ()>();
+        set.insert(ta);
+        set.insert(tb);
+        assert!(!set.is_empty());
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.size_hint(), (2, Some(2)));
+        assert_eq!(format!("{set:?}"), "TokenSet { outstanding: 2 }");
+        set.cancel_all();
+        assert!(a.is_cancelled() && b.is_cancelled(), "every producer asked");
+        a.complete(Ok(1));
+        b.cancel(());
+        let mut got: Vec<_> = set.by_ref().collect();
+        got.sort_by_key(|(id, _)| *id);
+        assert_eq!(
+            got,
+            vec![
+                (0, Outcome::CancelledAfterEffect(Ok(1))),
+                (1, Outcome::Cancelled(()))
+            ]
+        );
+        assert!(set.is_empty());
+        assert_eq!(set.size_hint(), (0, Some(0)));
+    }
+}
