@@ -115,6 +115,12 @@ impl Condition {
         }
     }
 
+    /// Threads waiting on this condition now (for diagnostics and tests: it can change as
+    /// soon as it is read).
+    pub fn waiting(&self) -> usize {
+        self.waiters.load(Ordering::SeqCst)
+    }
+
     /// Moves the generation if anyone waits; `true` if it did (then wake the sleepers).
     fn bump(&self) -> bool {
         if self.waiters.load(Ordering::SeqCst) == 0 {
@@ -338,6 +344,57 @@ impl<T: fmt::Debug, R: RawMutex> fmt::Debug for MonitorGuard<'_, T, R> {
 mod tests {
     use super::*;
     use crate::sync::{Arc, thread};
+
+    /// Until `waiter` is asleep on `m`'s built-in condition (bounded by count, not time).
+    fn until_waiting(m: &Monitor<u32>) {
+        for _ in 0..100_000_000u64 {
+            if m.condition().waiting() == 1 {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        panic!("the waiter never waited");
+    }
+
+    /// Each way to notify the built-in condition (the monitor's and the guard's, one and all)
+    /// wakes a thread asleep in `wait_while` or `wait`, whose state the notifier changed
+    /// without any other wake-up.
+    #[test]
+    fn every_notification_reaches_a_sleeping_waiter() {
+        for how in 0..4 {
+            for plain_wait in [false, true] {
+                let m = Arc::new(Monitor::new(0u32));
+                let m2 = Arc::clone(&m);
+                let waiter = thread::spawn(move || {
+                    let mut g = m2.lock();
+                    if plain_wait {
+                        while *g == 0 {
+                            g.wait();
+                        }
+                    } else {
+                        g.wait_while(|n| *n == 0);
+                    }
+                    *g
+                });
+                until_waiting(&m);
+                {
+                    let mut g = m.lock();
+                    *g = 7;
+                    match how {
+                        0 => g.notify_one(),
+                        1 => g.notify_all(),
+                        _ => {}
+                    }
+                }
+                match how {
+                    2 => m.notify_one(),
+                    3 => m.notify_all(),
+                    _ => {}
+                }
+                assert_eq!(waiter.join().unwrap(), 7, "notification {how}");
+            }
+        }
+    }
 
     #[test]
     fn a_timed_out_wait_says_so() {
