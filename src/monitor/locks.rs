@@ -166,6 +166,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_lock_says_when_it_is_held() {
+        let m: lock_api::Mutex<NoLock, u8> = lock_api::Mutex::new(0);
+        assert!(!m.is_locked());
+        let g = m.lock();
+        assert!(m.is_locked());
+        assert!(m.try_lock().is_none(), "held: try_lock refuses");
+        drop(g);
+        assert!(!m.is_locked());
+    }
+
+    #[test]
     #[should_panic(expected = "NoLock locked twice")]
     fn no_lock_refuses_reentry() {
         let m: lock_api::Mutex<NoLock, u8> = lock_api::Mutex::new(0);

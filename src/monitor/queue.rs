@@ -207,6 +207,22 @@ mod tests {
     use crate::sync::{Arc, thread};
 
     #[test]
+    fn a_queue_reports_its_length_capacity_and_state() {
+        let q = BoundedQueue::new(3);
+        assert_eq!(
+            (q.len(), q.capacity(), q.is_empty(), q.is_closed()),
+            (0, 3, true, false)
+        );
+        q.put(1).unwrap();
+        q.put(2).unwrap();
+        assert_eq!((q.len(), q.is_empty()), (2, false));
+        assert!(format!("{q:?}").starts_with("BoundedQueue"), "{q:?}");
+        q.close();
+        assert!(q.is_closed());
+        assert_eq!(q.len(), 2, "close keeps what was queued");
+    }
+
+    #[test]
     fn fifo_order_and_bound() {
         let q = BoundedQueue::new(2);
         q.put(1).unwrap();
