@@ -121,8 +121,8 @@ impl Loops {
         )
     }
 
-    /// Attaches `stream`, accepted on a loop thread (`cx`), to a loop.
-    fn attach(&self, stream: Stream, peer: Peer, cx: &mut Context<'_>) -> io::Result<(Conn, Peer)> {
+    /// A connection's shared state and the loop handler that will serve `stream`.
+    fn conn_handler(&self, stream: Stream, peer: Peer) -> (Arc<ConnShared>, ConnHandler) {
         let shared = self.new_conn(peer);
         let handler = ConnHandler::new(
             stream,
@@ -130,6 +130,12 @@ impl Loops {
             crate::sync::Arc::clone(&self.pool),
             self.linger.clone(),
         );
+        (shared, handler)
+    }
+
+    /// Attaches `stream`, accepted on a loop thread (`cx`), to a loop.
+    fn attach(&self, stream: Stream, peer: Peer, cx: &mut Context<'_>) -> io::Result<(Conn, Peer)> {
+        let (shared, handler) = self.conn_handler(stream, peer);
         let target = self.pick();
         if self.handles.len() == 1 || cx.handle().same_loop(&self.handles[target]) {
             cx.spawn(handler);
@@ -171,13 +177,7 @@ impl Loops {
 
     /// Attaches `stream` to the loop `handle` names (posted: any thread may call this).
     fn adopt_on(&self, handle: &ReactorHandle, stream: Stream, peer: Peer) -> io::Result<Conn> {
-        let shared = self.new_conn(peer);
-        let handler = ConnHandler::new(
-            stream,
-            Arc::clone(&shared),
-            crate::sync::Arc::clone(&self.pool),
-            self.linger.clone(),
-        );
+        let (shared, handler) = self.conn_handler(stream, peer);
         handle
             .post(move |host| {
                 let _ = host.add_boxed(Box::new(handler));
