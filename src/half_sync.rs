@@ -31,7 +31,7 @@ use crate::reactor::Interest;
 
 use crate::act::Outcome;
 use crate::error::{Refused, RunError};
-use crate::net::{ConnGuard, ConnStats, LingerState, Peer, ServiceFactory, Stream};
+use crate::net::{Closing, ConnGuard, ConnStats, Peer, ServiceFactory, Stream};
 use crate::pool::ThreadPool;
 use crate::reactor::{CloseReason, Context, EventHandler, HandlerWaker, Readiness, TimerId};
 use crate::sync::{Arc, Mutex};
@@ -136,7 +136,7 @@ pub struct HalfSyncConn<S> {
     /// Told the drain's grace ran out.
     forced: bool,
     /// Closing lingering (grace ran out, or idle), until its timer.
-    linger: Option<(LingerState, TimerId)>,
+    linger: Option<Closing>,
     idle: Option<(Duration, TimerId)>,
     stats: Arc<ConnStats>,
     _guard: ConnGuard,
@@ -277,21 +277,14 @@ impl<S: SyncService> HalfSyncConn<S> {
         if self.linger.is_some() {
             return;
         }
-        if let Some((_, id)) = self.idle.take() {
-            cx.cancel_timer(id);
-        }
-        let timer = cx.set_timer(self.config.linger);
-        self.linger = Some((LingerState::new(), timer));
+        let idle = self.idle.take().map(|(_, id)| id);
+        self.linger = Some(Closing::start(cx, self.config.linger, idle));
         self.run(cx);
     }
 
     fn run(&mut self, cx: &mut Context<'_>) {
-        if let Some((state, _)) = &mut self.linger {
-            match state.step(&mut self.stream, &self.out, &mut self.sent, cx) {
-                Ok(false) => {}
-                Ok(true) | Err(_) => cx.close(),
-            }
-            return;
+        if let Some(closing) = &mut self.linger {
+            return closing.run(&mut self.stream, &self.out, &mut self.sent, cx);
         }
         match self.pump(cx) {
             Ok(false) => {}
@@ -327,7 +320,7 @@ impl<S: SyncService> EventHandler for HalfSyncConn<S> {
     }
 
     fn timeout(&mut self, timer: TimerId, cx: &mut Context<'_>) {
-        if self.linger.as_ref().is_some_and(|(_, id)| *id == timer) {
+        if self.linger.as_ref().is_some_and(|c| c.is_timer(timer)) {
             cx.close(); // the peer did not end its stream in time
         } else if self.retry == Some(timer) {
             self.retry = None;

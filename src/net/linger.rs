@@ -99,6 +99,49 @@ impl LingerState {
     }
 }
 
+/// A service's own lingering close in progress: the algorithm's state and the timer that
+/// bounds it. What the echo services hold while they close (and idle or forced connections
+/// share): [`start`](Self::start) cancels the idle timer and arms the linger timer,
+/// [`run`](Self::run) moves the close on and closes the handler once it is done.
+#[derive(Debug)]
+pub struct Closing {
+    state: LingerState,
+    timer: TimerId,
+}
+
+impl Closing {
+    /// Starts closing: disarms `idle` (the service's idle timer, if any) and arms `after`.
+    pub fn start(cx: &mut Context<'_>, after: Duration, idle: Option<TimerId>) -> Self {
+        if let Some(id) = idle {
+            cx.cancel_timer(id);
+        }
+        Closing {
+            state: LingerState::new(),
+            timer: cx.set_timer(after),
+        }
+    }
+
+    /// `true` if `timer` is this close's own (it ran out: close now).
+    pub fn is_timer(&self, timer: TimerId) -> bool {
+        self.timer == timer
+    }
+
+    /// One step of [`LingerState::step`]; closes the handler when the peer's end of stream was
+    /// read or the socket failed.
+    pub fn run(
+        &mut self,
+        stream: &mut Stream,
+        owed: &[u8],
+        sent: &mut usize,
+        cx: &mut Context<'_>,
+    ) {
+        match self.state.step(stream, owed, sent, cx) {
+            Ok(false) => {}
+            Ok(true) | Err(_) => cx.close(),
+        }
+    }
+}
+
 /// A connection closing lingering, as a handler of its own (for a stream nobody else serves,
 /// such as a connection the acceptor refuses): the steps of [`LingerState`], bounded by its
 /// own timer.

@@ -27,7 +27,7 @@ pub use connector::{ConnectError, ConnectOptions, ConnectToken, connect, connect
     allow(unused_imports)
 )] // the io_uring backend's
 pub(crate) use connector::{backoff_delay, retryable};
-pub use linger::{LINGER_READ_BUDGET, Linger, LingerState};
+pub use linger::{Closing, LINGER_READ_BUDGET, Linger, LingerState};
 
 use std::fmt;
 use std::io::{self, Read, Write};

@@ -23,7 +23,7 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use crate::half_sync::SyncService;
-use crate::net::{ConnGuard, ConnStats, LingerState, Peer, ServiceFactory, Stream};
+use crate::net::{Closing, ConnGuard, ConnStats, Peer, ServiceFactory, Stream};
 use crate::reactor::{CloseReason, Context, EventHandler, Interest, Readiness, TimerId};
 use crate::sync::Arc;
 use crate::sync::atomic::Ordering;
@@ -67,7 +67,7 @@ pub struct Echo {
     /// Told the drain's grace ran out.
     forced: bool,
     /// Closing lingering, until its timer.
-    linger: Option<(LingerState, TimerId)>,
+    linger: Option<Closing>,
     linger_after: Duration,
     idle: Option<(Duration, TimerId)>,
     idle_after: Option<Duration>,
@@ -170,21 +170,14 @@ impl Echo {
         if self.linger.is_some() {
             return;
         }
-        if let Some((_, id)) = self.idle.take() {
-            cx.cancel_timer(id);
-        }
-        let timer = cx.set_timer(self.linger_after);
-        self.linger = Some((LingerState::new(), timer));
+        let idle = self.idle.take().map(|(_, id)| id);
+        self.linger = Some(Closing::start(cx, self.linger_after, idle));
         self.run(cx);
     }
 
     fn run(&mut self, cx: &mut Context<'_>) {
-        if let Some((state, _)) = &mut self.linger {
-            match state.step(&mut self.stream, &self.pending, &mut self.sent, cx) {
-                Ok(false) => {}
-                Ok(true) | Err(_) => cx.close(),
-            }
-            return;
+        if let Some(closing) = &mut self.linger {
+            return closing.run(&mut self.stream, &self.pending, &mut self.sent, cx);
         }
         match self.pump(cx) {
             Ok(Step::Continue) => {}
@@ -219,7 +212,7 @@ impl EventHandler for Echo {
     }
 
     fn timeout(&mut self, timer: TimerId, cx: &mut Context<'_>) {
-        if self.linger.as_ref().is_some_and(|(_, id)| *id == timer) {
+        if self.linger.as_ref().is_some_and(|c| c.is_timer(timer)) {
             cx.close(); // the peer did not end its stream in time
         } else if self.idle.is_some_and(|(_, id)| id == timer) {
             tracing::debug!(peer = %self.peer, "echo: idle timeout");
