@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use posa::server::{EchoConfig, Model, Server, ServerConfig};
+use posa::server::{ConnConfig, Model, Server, ServerConfig};
 
 #[path = "common/echo_client.rs"]
 mod echo_client;
@@ -26,9 +26,9 @@ fn posa_server(model: Model, idle: Option<Duration>) -> (Server, SocketAddr) {
     echo_client::start(ServerConfig {
         model,
         threads: 2,
-        echo: EchoConfig {
+        conn: ConnConfig {
             idle_timeout: idle,
-            ..EchoConfig::default()
+            ..ConnConfig::default()
         },
         ..ServerConfig::default()
     })

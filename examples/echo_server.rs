@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use posa::net::Addr;
-use posa::server::{EchoConfig, Model, Server, ServerConfig};
+use posa::server::{ConnConfig, Model, Server, ServerConfig};
 
 #[derive(Parser)]
 struct Args {
@@ -40,9 +40,9 @@ fn main() -> std::io::Result<()> {
         addr: args.addr,
         model: args.model,
         threads: args.threads,
-        echo: EchoConfig {
+        conn: ConnConfig {
             idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
-            ..EchoConfig::default()
+            ..ConnConfig::default()
         },
         ..ServerConfig::default()
     })?;

@@ -1,17 +1,19 @@
 //! Half-Sync/Half-Async: an event loop does the I/O, a thread pool does the work.
 //!
-//! The asynchronous half is a reactor: a [`HalfSyncConn`] reads what a connection sends and
-//! queues each chunk, as a request, to a [`ThreadPool`] (the queueing layer: bounded, with a
+//! The asynchronous half is a reactor: a [`HalfSyncConn`] reads what a connection sends,
+//! frames it into requests with the [`Service`]'s cheap `frame`, and queues the whole
+//! requests of each read, as one job, to a [`ThreadPool`] (the queueing layer: bounded, with a
 //! rejection policy so the loop never blocks). The synchronous half is the pool's workers,
-//! which call a [`SyncService`] that may block (a database call, a file read, a CPU-heavy
-//! parse). A reply comes back to the connection's loop through its [`HandlerWaker`], and the
-//! loop writes it.
+//! which run the service's `call`, which may block (a database call, a file read, a CPU-heavy
+//! parse). The replies come back to the connection's loop through its [`HandlerWaker`], and
+//! the loop writes them.
 //!
 //! # Algorithm and invariants
 //! - Requests carry a sequence number; replies land in a per-connection reorder map and are
 //!   written strictly in sequence order, so the byte stream a client gets back is the one a
 //!   single-threaded server would send, however the workers interleave.
-//! - Bounded per connection: at most `max_in_flight` requests queued or running, and at most
+//! - Bounded per connection: at most `max_in_flight` jobs queued or running, a partial
+//!   request of at most the service's `max_request` bytes, and at most
 //!   `buffer` bytes read but not yet written back (in flight plus owed). At either bound the
 //!   connection stops reading, and the peer's TCP window closes: backpressure, not memory.
 //! - A full pool queue hands the request back ([`WhenFull::Reject`]); the connection keeps it
@@ -31,26 +33,20 @@ use crate::reactor::Interest;
 
 use crate::act::Outcome;
 use crate::error::{Refused, RunError};
-use crate::net::{Closing, ConnGuard, ConnStats, Peer, ServiceFactory, Stream};
+use crate::net::{Closing, ConnGuard, ConnStats, Peer, Requests, Service, ServiceFactory, Stream};
 use crate::pool::ThreadPool;
 use crate::reactor::{CloseReason, Context, EventHandler, HandlerWaker, Readiness, TimerId};
 use crate::sync::{Arc, Mutex};
-
-/// The synchronous half's work: turns one request into its reply. It runs on a pool worker
-/// and may block.
-pub trait SyncService: Send + Sync + 'static {
-    /// The reply to `request`.
-    fn call(&self, request: Vec<u8>) -> Vec<u8>;
-}
 
 /// Settings of a half-sync connection.
 #[derive(Debug, Clone)]
 pub struct HalfSyncConfig {
     /// Most bytes read but not yet written back (in flight plus owed), at least 1.
     pub buffer: usize,
-    /// Most requests queued or running per connection, at least 1.
+    /// Most jobs (the whole requests of one read each) queued or running per connection, at
+    /// least 1.
     pub max_in_flight: usize,
-    /// Largest request the loop reads in one go.
+    /// Most bytes the loop reads in one go.
     pub chunk: usize,
     /// Close a connection that sent nothing for this long.
     pub idle_timeout: Option<Duration>,
@@ -75,8 +71,8 @@ const RETRY_FULL: Duration = Duration::from_millis(1);
 
 type Reply = Outcome<Vec<u8>, RunError>;
 
-/// A request as the pool runs it: the service call, boxed so a refused one can be kept and
-/// queued again as it is.
+/// A job as the pool runs it: the service calls for the requests of one read, boxed so a
+/// refused one can be kept and queued again as it is.
 type Request = Box<dyn FnOnce() -> Vec<u8> + Send>;
 
 /// Replies that complete in any order on the pool's workers, taken by the connection's loop in
@@ -117,11 +113,13 @@ impl<T> Replies<T> {
 /// The asynchronous half of one connection. See the [module docs](self).
 pub struct HalfSyncConn<S> {
     stream: Stream,
+    requests: Requests,
     peer: Peer,
     service: Arc<S>,
     pool: Arc<ThreadPool>,
     config: HalfSyncConfig,
-    replies: Arc<Replies<Reply>>,
+    /// Each reply with the bytes of its requests (which stop counting as in flight then).
+    replies: Arc<Replies<(usize, Reply)>>,
     waker: Option<HandlerWaker>,
     /// A request the pool refused (queue full), to retry: sequence number, length, job.
     refused: Option<(u64, usize, Request)>,
@@ -142,7 +140,7 @@ pub struct HalfSyncConn<S> {
     _guard: ConnGuard,
 }
 
-impl<S: SyncService> HalfSyncConn<S> {
+impl<S: Service> HalfSyncConn<S> {
     fn owed(&self) -> usize {
         self.out.len() - self.sent
     }
@@ -163,7 +161,7 @@ impl<S: SyncService> HalfSyncConn<S> {
             Ok(token) => {
                 let replies = Arc::clone(&self.replies);
                 token.on_complete(move |outcome| {
-                    replies.put(seq, outcome);
+                    replies.put(seq, (len, outcome));
                     waker.wake();
                 });
                 self.in_flight += 1;
@@ -183,11 +181,11 @@ impl<S: SyncService> HalfSyncConn<S> {
 
     /// Moves replies that are next in sequence into the output buffer.
     fn collect(&mut self) -> io::Result<()> {
-        while let Some(reply) = self.replies.take_next(&mut self.next_write) {
+        while let Some((len, reply)) = self.replies.take_next(&mut self.next_write) {
             self.in_flight -= 1;
+            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(len);
             match reply {
                 Outcome::Completed(Ok(data)) | Outcome::CancelledAfterEffect(Ok(data)) => {
-                    self.in_flight_bytes = self.in_flight_bytes.saturating_sub(data.len());
                     self.out.extend_from_slice(&data);
                 }
                 Outcome::Completed(Err(e)) | Outcome::CancelledAfterEffect(Err(e)) => {
@@ -229,22 +227,42 @@ impl<S: SyncService> HalfSyncConn<S> {
         {
             return Ok(false);
         }
-        let mut request = vec![0; room];
-        match self.stream.read(&mut request) {
+        let mut data = vec![0; room];
+        match self.stream.read(&mut data) {
             Ok(0) => {
                 self.read_closed = true;
                 Ok(true)
             }
             Ok(n) => {
-                request.truncate(n);
                 self.stats.bytes.add(n as u64);
                 if let Some((after, id)) = self.idle {
                     cx.reset_timer(id, after);
                 }
+                // Frame on the loop (cheap); the whole requests of this read go to the pool as
+                // one job, their ends marked.
+                let mut batch = Vec::new();
+                let mut ends = Vec::new();
+                self.requests.feed(&*self.service, &data[..n], |request| {
+                    batch.extend_from_slice(request);
+                    ends.push(batch.len());
+                })?;
+                if ends.is_empty() {
+                    return Ok(true); // a partial request, kept
+                }
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                let len = batch.len();
                 let service = Arc::clone(&self.service);
-                self.dispatch(seq, n, Box::new(move || service.call(request)), cx)?;
+                let job = move || {
+                    let mut reply = Vec::new();
+                    let mut start = 0;
+                    for end in ends {
+                        service.call(&batch[start..end], &mut reply);
+                        start = end;
+                    }
+                    reply
+                };
+                self.dispatch(seq, len, Box::new(job), cx)?;
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
@@ -300,10 +318,11 @@ impl<S: SyncService> HalfSyncConn<S> {
     }
 }
 
-impl<S: SyncService> EventHandler for HalfSyncConn<S> {
+impl<S: Service> EventHandler for HalfSyncConn<S> {
     fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         cx.register(&mut self.stream, Interest::READABLE | Interest::WRITABLE)?;
         self.waker = Some(cx.waker());
+        self.service.opened(&self.peer);
         if let Some(after) = self.config.idle_timeout {
             self.idle = Some((after, cx.set_timer(after)));
         }
@@ -355,6 +374,7 @@ impl<S: SyncService> EventHandler for HalfSyncConn<S> {
     }
 
     fn close(&mut self, reason: &CloseReason, _: &mut Context<'_>) {
+        self.service.closed(&self.peer);
         self.stats
             .count_close(self.forced || matches!(reason, CloseReason::Shutdown));
     }
@@ -376,8 +396,18 @@ impl<S> HalfSyncFactory<S> {
         config: HalfSyncConfig,
         stats: Arc<ConnStats>,
     ) -> Self {
+        Self::from_arc(Arc::new(service), pool, config, stats)
+    }
+
+    /// [`new`](Self::new) for a service already shared.
+    pub fn from_arc(
+        service: Arc<S>,
+        pool: Arc<ThreadPool>,
+        config: HalfSyncConfig,
+        stats: Arc<ConnStats>,
+    ) -> Self {
         Self {
-            service: Arc::new(service),
+            service,
             pool,
             config,
             stats,
@@ -385,7 +415,7 @@ impl<S> HalfSyncFactory<S> {
     }
 }
 
-impl<S: SyncService> ServiceFactory for HalfSyncFactory<S> {
+impl<S: Service> ServiceFactory for HalfSyncFactory<S> {
     type Handler = HalfSyncConn<S>;
 
     fn make(&mut self, stream: Stream, peer: Peer, guard: ConnGuard) -> HalfSyncConn<S> {
@@ -395,6 +425,7 @@ impl<S: SyncService> ServiceFactory for HalfSyncFactory<S> {
         config.chunk = config.chunk.max(1);
         HalfSyncConn {
             stream,
+            requests: Requests::new(),
             peer,
             service: Arc::clone(&self.service),
             pool: Arc::clone(&self.pool),

@@ -10,22 +10,22 @@ use std::time::Duration;
 
 use posa::net::Addr;
 use posa::proactor::{Backend, skip_without_io_uring};
-use posa::server::{EchoConfig, Model, Server, ServerConfig};
+use posa::server::{ConnConfig, Model, Server, ServerConfig};
 
 const SAFETY: Duration = Duration::from_secs(20);
 
-fn start(model: Model, echo: EchoConfig, max_conns: usize) -> Server {
-    start_on(model, Backend::Auto, echo, max_conns)
+fn start(model: Model, conn: ConnConfig, max_conns: usize) -> Server {
+    start_on(model, Backend::Auto, conn, max_conns)
 }
 
 /// `model` with the proactor `backend` (the other models ignore it).
-fn start_on(model: Model, backend: Backend, echo: EchoConfig, max_conns: usize) -> Server {
+fn start_on(model: Model, backend: Backend, conn: ConnConfig, max_conns: usize) -> Server {
     let server = Server::start(ServerConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         model,
         threads: 2,
         max_conns,
-        echo,
+        conn,
         backend,
         ..ServerConfig::default()
     })
@@ -91,7 +91,7 @@ fn raise_fd_limit() {
 
 fn many_connections(model: Model, backend: Backend) {
     raise_fd_limit();
-    let server = start_on(model, backend, EchoConfig::default(), 10_000);
+    let server = start_on(model, backend, ConnConfig::default(), 10_000);
     const CONNS: usize = 500;
     const THREADS: usize = 5;
     // open every connection first, so all 500 are concurrent
@@ -194,7 +194,7 @@ proactor_on_both_backends!(
 );
 
 fn bounded_and_graceful(model: Model, backend: Backend) {
-    let server = start_on(model, backend, EchoConfig::default(), 100);
+    let server = start_on(model, backend, ConnConfig::default(), 100);
     let mut c = connect(&server);
     let payload = Rng(7).bytes(1 << 20);
     let back = exchange(&mut c, &payload, |s| s.shutdown(Shutdown::Write).unwrap());
@@ -202,14 +202,14 @@ fn bounded_and_graceful(model: Model, backend: Backend) {
     let echo = server.conn_stats();
     server.shutdown(Duration::from_secs(5));
     let reports = server.join().unwrap();
-    assert!(echo.max_buffered.load(Ordering::Relaxed) <= EchoConfig::default().buffer);
+    assert!(echo.max_buffered.load(Ordering::Relaxed) <= ConnConfig::default().buffer);
     assert!(!reports.is_empty());
     assert!(reports.iter().all(|r| r.forced == 0), "{reports:?}");
 }
 
 #[test]
 fn abrupt_reset_mid_stream_closes_that_connection_only() {
-    let server = start(Model::Reactor, EchoConfig::default(), 100);
+    let server = start(Model::Reactor, ConnConfig::default(), 100);
     let victim = connect(&server);
     let sock = socket2::Socket::from(victim);
     sock.set_linger(Some(Duration::ZERO)).unwrap(); // close sends RST
@@ -241,10 +241,10 @@ fn never_reading_client(model: Model, backend: Backend) {
     let server = start_on(
         model,
         backend,
-        EchoConfig {
+        ConnConfig {
             buffer: BOUND,
             idle_timeout: None,
-            ..EchoConfig::default()
+            ..ConnConfig::default()
         },
         100,
     );
@@ -295,10 +295,10 @@ fn idle_closed(model: Model, backend: Backend) {
     let server = start_on(
         model,
         backend,
-        EchoConfig {
+        ConnConfig {
             buffer: 1024,
             idle_timeout: Some(Duration::from_millis(50)),
-            ..EchoConfig::default()
+            ..ConnConfig::default()
         },
         100,
     );
@@ -317,7 +317,7 @@ fn idle_closed(model: Model, backend: Backend) {
 
 #[test]
 fn connection_limit_refuses_cleanly_and_frees_places() {
-    let server = start(Model::Reactor, EchoConfig::default(), 2);
+    let server = start(Model::Reactor, ConnConfig::default(), 2);
     let mut a = connect(&server);
     let mut b = connect(&server);
     // both are served (and so both places are taken before the third connects)
@@ -358,7 +358,7 @@ fn unix_socket_echo_with_half_close() {
 
 #[test]
 fn graceful_shutdown_serves_open_connections_until_their_peers_finish() {
-    let server = start(Model::ReactorPool, EchoConfig::default(), 100);
+    let server = start(Model::ReactorPool, ConnConfig::default(), 100);
     let mut c = connect(&server);
     c.write_all(&[5u8; 4096]).unwrap();
     let mut first = vec![0u8; 4096];

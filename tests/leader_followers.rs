@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use posa::net::{Acceptor, Addr, ConnLimit, ConnStats, Listener};
 use posa::reactor::LeaderFollowers;
-use posa::server::{EchoConfig, EchoFactory};
+use posa::server::{ConnConfig, EchoService, ServiceConnFactory};
 
 #[test]
 fn budget_limited_acceptor_is_rerun_while_another_thread_leads() {
@@ -17,7 +17,11 @@ fn budget_limited_acceptor_is_rerun_while_another_thread_leads() {
         unreachable!()
     };
     let stats = Arc::new(ConnStats::default());
-    let factory = EchoFactory::new(EchoConfig::default(), Arc::clone(&stats));
+    let factory = ServiceConnFactory::new(
+        Arc::new(EchoService),
+        ConnConfig::default(),
+        Arc::clone(&stats),
+    );
     // One accept per dispatch: every further accept is re-run work.
     let acceptor = Acceptor::new(listener, factory, ConnLimit::new(100)).budget(1);
     let pool = LeaderFollowers::new(2).unwrap();

@@ -19,6 +19,7 @@
 mod acceptor;
 mod connector;
 mod linger;
+mod service;
 
 pub use acceptor::{AcceptStats, Acceptor, Placement, REFUSED_LINGERING, ServiceFactory};
 pub use connector::{ConnectError, ConnectOptions, ConnectToken, connect, connect_from};
@@ -28,6 +29,7 @@ pub use connector::{ConnectError, ConnectOptions, ConnectToken, connect, connect
 )] // the io_uring backend's
 pub(crate) use connector::{backoff_delay, retryable};
 pub use linger::{Closing, LINGER_READ_BUDGET, Linger, LingerState};
+pub use service::{ProtocolError, Requests, Service};
 
 use std::fmt;
 use std::io::{self, Read, Write};

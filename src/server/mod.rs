@@ -2,15 +2,16 @@
 //! pattern of its own; it sits above every pattern it wires (reactor, Leader/Followers,
 //! Half-Sync/Half-Async, proactor, Acceptor-Connector) and nothing below imports it.
 //!
-//! [`Server::start`] binds, starts the [`Model`] the caller chose, and serves echo on it:
+//! [`Server::serve`] binds, starts the [`Model`] the caller chose, and serves a [`Service`]
+//! on it ([`Server::start`] serves echo). The service is written once; the model is a choice:
 //!
-//! | model | threads | what serves a connection |
+//! | model | threads | what serves a connection, and where `Service::call` runs |
 //! |---|---|---|
-//! | [`Model::Reactor`] | one reactor | [`Echo`], an event handler |
-//! | [`Model::ReactorPool`] | a reactor per thread, connections handed out round-robin | [`Echo`] |
-//! | [`Model::LeaderFollowers`] | threads taking turns on one demultiplexer | [`Echo`] |
-//! | [`Model::HalfSync`] | one reactor for I/O, a pool of workers for the service | [`EchoService`] in a [`HalfSyncConn`](crate::half_sync::HalfSyncConn) |
-//! | [`Model::Proactor`] | the proactor's loops | completion handlers (`proactor_echo.rs`) |
+//! | [`Model::Reactor`] | one reactor | [`ServiceConn`], an event handler: on the loop |
+//! | [`Model::ReactorPool`] | a reactor per thread, connections handed out round-robin | [`ServiceConn`]: on its loop |
+//! | [`Model::LeaderFollowers`] | threads taking turns on one demultiplexer | [`ServiceConn`]: on the thread that took the event |
+//! | [`Model::HalfSync`] | one reactor for I/O, a pool of workers for the service | a [`HalfSyncConn`](crate::half_sync::HalfSyncConn): on the pool |
+//! | [`Model::Proactor`] | the proactor's loops | completion handlers (`proactor_conn.rs`): on the loop |
 //!
 //! Signals ([`Server::shutdown_on_signals`]), the connection limit, the idle timeout, the drain
 //! and the shutdown reports come with every model.
@@ -38,10 +39,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod echo;
-mod proactor_echo;
+mod conn;
+mod proactor_conn;
 
-pub use echo::{Echo, EchoConfig, EchoFactory, EchoService};
+pub use crate::net::{ProtocolError, Service};
+pub use conn::{ConnConfig, EchoService, ServiceConn, ServiceConnFactory};
 
 use std::fmt;
 use std::io;
@@ -129,8 +131,8 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Connections open at once, at most.
     pub max_conns: usize,
-    /// The service's settings.
-    pub echo: EchoConfig,
+    /// Each connection's settings (buffer bound, idle timeout, linger).
+    pub conn: ConnConfig,
     /// Reactor budgets and thresholds.
     pub reactor: crate::reactor::Config,
     /// Interceptors at every accepted connection and every reactor upcall (rate limits,
@@ -158,7 +160,7 @@ impl Default for ServerConfig {
             model: Model::Reactor,
             threads: 2,
             max_conns: 10_000,
-            echo: EchoConfig::default(),
+            conn: ConnConfig::default(),
             reactor: crate::reactor::Config::default(),
             interceptors: crate::intercept::Chain::new(),
             backend: crate::proactor::Backend::Auto,
@@ -191,18 +193,29 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds and starts the chosen model; returns once the acceptor is accepting.
+    /// Binds, starts the chosen model and serves echo ([`EchoService`]); returns once the
+    /// acceptor is accepting.
     pub fn start(config: ServerConfig) -> io::Result<Server> {
+        Self::serve(config, EchoService)
+    }
+
+    /// Binds, starts the chosen model and serves `service` on it; returns once the acceptor
+    /// is accepting. The same service runs on every model; see [`Service`] for where each
+    /// model runs its `call`.
+    pub fn serve<S: Service>(config: ServerConfig, service: S) -> io::Result<Server> {
+        let service = Arc::new(service);
         let listener = Listener::bind(&config.addr)?;
         let n = match config.model {
             Model::Reactor => 1,
             Model::ReactorPool => config.threads.max(1),
-            Model::LeaderFollowers => return Self::start_leader_followers(config, listener),
-            Model::HalfSync => return Self::start_half_sync(config, listener),
-            Model::Proactor => return proactor_echo::start(config, listener),
+            Model::LeaderFollowers => {
+                return Self::start_leader_followers(config, listener, service);
+            }
+            Model::HalfSync => return Self::start_half_sync(config, listener, service),
+            Model::Proactor => return proactor_conn::start(config, listener, service),
         };
         let stats = Arc::new(ConnStats::default());
-        let factory = EchoFactory::new(config.echo.clone(), Arc::clone(&stats));
+        let factory = ServiceConnFactory::new(service, config.conn.clone(), Arc::clone(&stats));
         Self::start_reactors(&config, listener, n, factory, stats, "posa-reactor")
     }
 
@@ -246,7 +259,11 @@ impl Server {
         })
     }
 
-    fn start_leader_followers(config: ServerConfig, listener: Listener) -> io::Result<Server> {
+    fn start_leader_followers<S: Service>(
+        config: ServerConfig,
+        listener: Listener,
+        service: Arc<S>,
+    ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         let lf = LeaderFollowers::with_config(
             config.threads,
@@ -255,7 +272,8 @@ impl Server {
         )?;
         let limit = ConnLimit::new(config.max_conns);
         let conn_stats = Arc::new(ConnStats::default());
-        let factory = EchoFactory::new(config.echo.clone(), Arc::clone(&conn_stats));
+        let factory =
+            ServiceConnFactory::new(service, config.conn.clone(), Arc::clone(&conn_stats));
         let acceptor = Acceptor::new(listener, factory, limit.clone())
             .interceptors(config.interceptors.clone());
         let accept_stats = acceptor.stats();
@@ -277,7 +295,11 @@ impl Server {
         })
     }
 
-    fn start_half_sync(config: ServerConfig, listener: Listener) -> io::Result<Server> {
+    fn start_half_sync<S: Service>(
+        config: ServerConfig,
+        listener: Listener,
+        service: Arc<S>,
+    ) -> io::Result<Server> {
         use crate::half_sync::{HalfSyncConfig, HalfSyncFactory};
         use crate::pool::{ThreadPool, WhenFull};
         // The queueing layer: bounded, and it refuses rather than blocks (the reactor must
@@ -291,13 +313,13 @@ impl Server {
                 .build()?,
         );
         let conn_stats = Arc::new(ConnStats::default());
-        let factory = HalfSyncFactory::new(
-            EchoService,
+        let factory = HalfSyncFactory::from_arc(
+            service,
             pool,
             HalfSyncConfig {
-                buffer: config.echo.buffer,
-                idle_timeout: config.echo.idle_timeout,
-                linger: config.echo.linger,
+                buffer: config.conn.buffer,
+                idle_timeout: config.conn.idle_timeout,
+                linger: config.conn.linger,
                 ..HalfSyncConfig::default()
             },
             Arc::clone(&conn_stats),

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use posa::net::Addr;
-use posa::server::{EchoConfig, Model, Server, ServerConfig};
+use posa::server::{ConnConfig, Model, Server, ServerConfig};
 
 /// POSA2 concurrency patterns as a small, measured, loom-verified runtime.
 #[derive(Debug, Parser)]
@@ -267,10 +267,10 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
         model,
         threads: args.threads,
         max_conns: args.max_conns,
-        echo: EchoConfig {
+        conn: ConnConfig {
             buffer: args.buffer,
             idle_timeout: (!idle.is_zero()).then_some(idle),
-            ..EchoConfig::default()
+            ..ConnConfig::default()
         },
         interceptors: chain,
         backend: args.backend,

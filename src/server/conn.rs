@@ -1,29 +1,36 @@
-//! The echo service on a reactor: the handler that the `reactor`, `reactor-pool` and
-//! `leader-followers` models run for each connection.
+//! The reactor's driver of a [`Service`]: the event handler that the `reactor`,
+//! `reactor-pool` and `leader-followers` models run for each connection, whatever the
+//! protocol.
 //!
-//! [`Echo`] writes back every byte it reads, in order, with bounded memory:
-//! - Reads land in a per-thread 64 KiB scratch buffer (Thread-Specific Storage) and are written
-//!   straight back; only what the peer will not take yet is copied into the connection's own
-//!   buffer, which never holds more than the configured bound and is freed once drained. An
-//!   idle connection owns no buffer at all.
-//! - Backpressure: while its buffer is full the handler stops reading, so a peer that never
-//!   reads fills its own kernel buffers and then blocks, instead of growing server memory.
-//! - Half-close: when the peer shuts down its write side, the handler finishes echoing, then
-//!   shuts down its own write side and closes.
+//! [`ServiceConn`] reads, frames requests ([`Requests`]), calls the service on the loop
+//! thread and writes the replies back, in order, with bounded memory:
+//! - Reads land in a per-thread 64 KiB scratch buffer (Thread-Specific Storage) and are framed
+//!   where they lie; only a partial request is copied into the connection (at most the
+//!   service's `max_request`), and replies wait in its output buffer, which is freed once a
+//!   burst is drained. An idle connection owns no buffer at all.
+//! - Backpressure: while `buffer` bytes of replies are owed the handler stops reading, so a
+//!   peer that never reads fills its own kernel buffers and then blocks, instead of growing
+//!   server memory.
+//! - Half-close: when the peer shuts down its write side, the handler finishes what it owes,
+//!   then shuts down its own write side and closes.
 //! - Idle timeout: re-armed on every read (an O(1) lazy re-arm in the timer queue).
-//! - Drain (graceful shutdown): serves on until the peer half-closes and every byte is echoed,
-//!   then closes in order. When the grace runs out ([`EventHandler::force`]) or the connection
-//!   idles out, it closes lingering ([`LingerState`]): what it owes still goes out, its write
-//!   side is shut down, and input is discarded until the peer's end of stream or the linger
-//!   time, so the close never turns into a reset that destroys replies on their way.
+//! - Drain (graceful shutdown): serves on until the peer half-closes and every reply is out,
+//!   then closes in order. When the grace runs out ([`EventHandler::force`]), the connection
+//!   idles out, or the peer breaks the protocol, it closes lingering ([`LingerState`]): what it
+//!   owes still goes out, its write side is shut down, and input is discarded until the peer's
+//!   end of stream or the linger time, so the close never turns into a reset that destroys
+//!   replies on their way.
+//!
+//! [`LingerState`]: crate::net::LingerState
 
 use std::cell::RefCell;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::Shutdown;
 use std::time::Duration;
 
-use crate::half_sync::SyncService;
-use crate::net::{Closing, ConnGuard, ConnStats, Peer, ServiceFactory, Stream};
+use crate::net::{
+    Closing, ConnGuard, ConnStats, Peer, ProtocolError, Requests, Service, ServiceFactory, Stream,
+};
 use crate::reactor::{CloseReason, Context, EventHandler, Interest, Readiness, TimerId};
 use crate::sync::Arc;
 use crate::sync::atomic::Ordering;
@@ -34,19 +41,21 @@ crate::sync::thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
 }
 
-/// Settings of the echo service.
+/// Settings of a served connection, on every model.
 #[derive(Debug, Clone)]
-pub struct EchoConfig {
-    /// Most bytes a connection buffers for a slow reader before it stops reading (at least 1).
+pub struct ConnConfig {
+    /// Most bytes of replies a connection owes a slow reader before it stops reading (at least
+    /// 1). On half-sync it also counts requests queued or running; on the proactor it sizes
+    /// the receive buffers (at most 16 KiB).
     pub buffer: usize,
     /// Close a connection that sent nothing for this long.
     pub idle_timeout: Option<Duration>,
-    /// How long a lingering close (after an idle timeout, or when a drain's grace ran out)
-    /// waits for the peer's end of stream, at most.
+    /// How long a lingering close (after an idle timeout, a protocol error, or when a drain's
+    /// grace ran out) waits for the peer's end of stream, at most.
     pub linger: Duration,
 }
 
-impl Default for EchoConfig {
+impl Default for ConnConfig {
     fn default() -> Self {
         Self {
             buffer: 64 * 1024,
@@ -56,10 +65,12 @@ impl Default for EchoConfig {
     }
 }
 
-/// The echo service handler for one connection. See [`posa::server`](crate::server).
-pub struct Echo {
+/// One connection of a [`Service`] on a reactor. See the [module docs](self).
+pub struct ServiceConn<S> {
+    service: Arc<S>,
     stream: Stream,
     peer: Peer,
+    requests: Requests,
     pending: Vec<u8>,
     sent: usize,
     cap: usize,
@@ -80,7 +91,7 @@ enum Step {
     Done,
 }
 
-impl Echo {
+impl<S: Service> ServiceConn<S> {
     fn owed(&self) -> usize {
         self.pending.len() - self.sent
     }
@@ -98,26 +109,14 @@ impl Echo {
         Ok(progress)
     }
 
-    /// Writes `data` (just read) straight back; keeps what the peer will not take.
-    fn echo(&mut self, data: &[u8]) -> io::Result<()> {
-        let mut off = 0;
-        if self.owed() == 0 {
-            while off < data.len() {
-                match self.stream.write(&data[off..]) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => off += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        if off < data.len() {
-            self.pending.extend_from_slice(&data[off..]);
-            self.stats
-                .max_buffered
-                .fetch_max(self.owed(), Ordering::Relaxed);
-        }
+    /// Frames `data` (just read) and queues the replies of every whole request in it.
+    fn serve(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+        let service = &*self.service;
+        let pending = &mut self.pending;
+        self.requests
+            .feed(service, data, |request| service.call(request, pending))?;
+        let owed = self.pending.len() - self.sent;
+        self.stats.max_buffered.fetch_max(owed, Ordering::Relaxed);
         Ok(())
     }
 
@@ -139,7 +138,7 @@ impl Echo {
                     if let Some((after, id)) = self.idle {
                         cx.reset_timer(id, after);
                     }
-                    self.echo(&buf[..n])?;
+                    self.serve(&buf[..n])?;
                     Ok(true)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
@@ -158,7 +157,8 @@ impl Echo {
             }
         }
         if self.read_closed && self.owed() == 0 {
-            // Everything read has been echoed: finish with an orderly close of our side.
+            // Everything asked has been answered: finish with an orderly close of our side.
+            // A partial request left at the end of stream gets no reply (there is none).
             let _ = self.stream.shutdown(Shutdown::Write);
             return Ok(Step::Done);
         }
@@ -183,9 +183,9 @@ impl Echo {
             Ok(Step::Continue) => {}
             Ok(Step::Done) => cx.close(),
             Err(e) => {
-                // The socket may still be healthy (a service error): close lingering; on a
+                // The socket may still be healthy (a protocol error): close lingering; on a
                 // broken one the linger's first step fails and closes at once.
-                tracing::debug!(peer = %self.peer, error = %e, "echo: connection error");
+                tracing::debug!(peer = %self.peer, error = %e, "service: connection error");
                 self.stats.errors.incr();
                 self.start_linger(cx);
             }
@@ -193,12 +193,13 @@ impl Echo {
     }
 }
 
-impl EventHandler for Echo {
+impl<S: Service> EventHandler for ServiceConn<S> {
     fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         cx.register(&mut self.stream, Interest::READABLE | Interest::WRITABLE)?;
         if let Some(after) = self.idle_after {
             self.idle = Some((after, cx.set_timer(after)));
         }
+        self.service.opened(&self.peer);
         Ok(())
     }
 
@@ -215,14 +216,14 @@ impl EventHandler for Echo {
         if self.linger.as_ref().is_some_and(|c| c.is_timer(timer)) {
             cx.close(); // the peer did not end its stream in time
         } else if self.idle.is_some_and(|(_, id)| id == timer) {
-            tracing::debug!(peer = %self.peer, "echo: idle timeout");
+            tracing::debug!(peer = %self.peer, "service: idle timeout");
             self.stats.idle_closed.incr();
             self.start_linger(cx);
         }
     }
 
-    /// Serve on: the connection closes itself once its peer half-closed and got every byte
-    /// back (or is forced at the deadline).
+    /// Serve on: the connection closes itself once its peer half-closed and got every reply
+    /// (or is forced at the deadline).
     fn drain(&mut self, cx: &mut Context<'_>) {
         self.run(cx);
     }
@@ -233,32 +234,50 @@ impl EventHandler for Echo {
     }
 
     fn close(&mut self, reason: &CloseReason, _: &mut Context<'_>) {
+        self.service.closed(&self.peer);
         self.stats
             .count_close(self.forced || matches!(reason, CloseReason::Shutdown));
     }
 }
 
-/// Makes an [`Echo`] per connection.
-#[derive(Debug, Clone)]
-pub struct EchoFactory {
-    config: EchoConfig,
+/// Makes a [`ServiceConn`] per accepted connection, all sharing one service.
+#[derive(Debug)]
+pub struct ServiceConnFactory<S> {
+    service: Arc<S>,
+    config: ConnConfig,
     stats: Arc<ConnStats>,
 }
 
-impl EchoFactory {
-    /// A factory with these settings, counting into `stats`.
-    pub fn new(config: EchoConfig, stats: Arc<ConnStats>) -> Self {
-        Self { config, stats }
+impl<S> Clone for ServiceConnFactory<S> {
+    fn clone(&self) -> Self {
+        Self {
+            service: Arc::clone(&self.service),
+            config: self.config.clone(),
+            stats: Arc::clone(&self.stats),
+        }
     }
 }
 
-impl ServiceFactory for EchoFactory {
-    type Handler = Echo;
+impl<S: Service> ServiceConnFactory<S> {
+    /// A factory serving `service` with these settings, counting into `stats`.
+    pub fn new(service: Arc<S>, config: ConnConfig, stats: Arc<ConnStats>) -> Self {
+        Self {
+            service,
+            config,
+            stats,
+        }
+    }
+}
 
-    fn make(&mut self, stream: Stream, peer: Peer, guard: ConnGuard) -> Echo {
-        Echo {
+impl<S: Service> ServiceFactory for ServiceConnFactory<S> {
+    type Handler = ServiceConn<S>;
+
+    fn make(&mut self, stream: Stream, peer: Peer, guard: ConnGuard) -> ServiceConn<S> {
+        ServiceConn {
+            service: Arc::clone(&self.service),
             stream,
             peer,
+            requests: Requests::new(),
             pending: Vec::new(),
             sent: 0,
             cap: self.config.buffer.max(1),
@@ -274,12 +293,17 @@ impl ServiceFactory for EchoFactory {
     }
 }
 
-/// Echo as a synchronous service, for the half-sync model: the reply is the request.
+/// Echo: every byte read is the reply, in order. Each read is one request (there is no
+/// framing to wait for).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EchoService;
 
-impl SyncService for EchoService {
-    fn call(&self, request: Vec<u8>) -> Vec<u8> {
-        request
+impl Service for EchoService {
+    fn frame(&self, input: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        Ok(Some(input.len()))
+    }
+
+    fn call(&self, request: &[u8], reply: &mut Vec<u8>) {
+        reply.extend_from_slice(request);
     }
 }
