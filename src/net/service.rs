@@ -247,10 +247,7 @@ mod tests {
             vec![vec![1, b'c'], vec![1, b'd']]
         );
         assert_eq!(r.buffered(), 1);
-        assert_eq!(
-            all(&mut r, &Len, &[b'x', b'y', b'z']),
-            vec![vec![3, b'x', b'y', b'z']]
-        );
+        assert_eq!(all(&mut r, &Len, b"xyz"), vec![vec![3, b'x', b'y', b'z']]);
         assert_eq!(r.buffered(), 0);
     }
 
