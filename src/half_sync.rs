@@ -131,6 +131,8 @@ pub struct HalfSyncConn<S> {
     out: Vec<u8>,
     sent: usize,
     read_closed: bool,
+    /// The peer sent malformed input: answer what came before it, then close lingering.
+    broken: Option<crate::net::ProtocolError>,
     /// Told the drain's grace ran out.
     forced: bool,
     /// Closing lingering (grace ran out, or idle), until its timer.
@@ -221,6 +223,7 @@ impl<S: Service> HalfSyncConn<S> {
             .saturating_sub(used)
             .min(self.config.chunk);
         if self.read_closed
+            || self.broken.is_some()
             || self.refused.is_some()
             || self.in_flight >= self.config.max_in_flight
             || room == 0
@@ -242,10 +245,15 @@ impl<S: Service> HalfSyncConn<S> {
                 // one job, their ends marked.
                 let mut batch = Vec::new();
                 let mut ends = Vec::new();
-                self.requests.feed(&*self.service, &data[..n], |request| {
+                let framed = self.requests.feed(&*self.service, &data[..n], |request| {
                     batch.extend_from_slice(request);
                     ends.push(batch.len());
-                })?;
+                });
+                if let Err(e) = framed {
+                    // Malformed input: read no more; the requests before it are still
+                    // answered, then the connection closes lingering (`pump`).
+                    self.broken = Some(e);
+                }
                 if ends.is_empty() {
                     return Ok(true); // a partial request, kept
                 }
@@ -281,6 +289,9 @@ impl<S: Service> HalfSyncConn<S> {
             }
         }
         let quiet = self.in_flight == 0 && self.refused.is_none() && self.owed() == 0;
+        if quiet && let Some(e) = self.broken.take() {
+            return Err(e.into());
+        }
         if self.read_closed && quiet {
             let _ = self.stream.shutdown(Shutdown::Write);
             return Ok(true);
@@ -441,6 +452,7 @@ impl<S: Service> ServiceFactory for HalfSyncFactory<S> {
             out: Vec::new(),
             sent: 0,
             read_closed: false,
+            broken: None,
             forced: false,
             linger: None,
             idle: None,

@@ -41,9 +41,11 @@
 
 mod conn;
 mod proactor_conn;
+pub mod work;
 
 pub use crate::net::{ProtocolError, Service};
 pub use conn::{ConnConfig, EchoService, ServiceConn, ServiceConnFactory};
+pub use work::{BadWorkMix, HEADER as WORK_HEADER, Work, WorkMix, WorkService};
 
 use std::fmt;
 use std::io;
@@ -129,6 +131,10 @@ pub struct ServerConfig {
     pub model: Model,
     /// Reactor threads for the pool model (ignored by `reactor`).
     pub threads: usize,
+    /// Half-sync only: the synchronous workers, when they should not be `threads` (a service
+    /// that blocks wants more workers than cores: by Little's law, arrival rate times
+    /// blocking time).
+    pub sync_workers: Option<usize>,
     /// Connections open at once, at most.
     pub max_conns: usize,
     /// Each connection's settings (buffer bound, idle timeout, linger).
@@ -159,6 +165,7 @@ impl Default for ServerConfig {
             addr: Addr::Tcp(([127, 0, 0, 1], 7000).into()),
             model: Model::Reactor,
             threads: 2,
+            sync_workers: None,
             max_conns: 10_000,
             conn: ConnConfig::default(),
             reactor: crate::reactor::Config::default(),
@@ -307,7 +314,7 @@ impl Server {
         let pool = Arc::new(
             ThreadPool::builder()
                 .name("posa-sync")
-                .threads(config.threads.max(1))
+                .threads(config.sync_workers.unwrap_or(config.threads).max(1))
                 .capacity(4096)
                 .when_full(WhenFull::Reject)
                 .build()?,

@@ -187,10 +187,12 @@ fn read_next<S: Service>(served: Arc<Served<S>>, mut requests: Requests) {
                 // Malformed input: what is answered goes out, then the close lingers.
                 tracing::debug!(peer = %served.peer, error = %e, "proactor service");
                 shared.stats.errors.incr();
-                if !out.is_empty() {
-                    let _ = served.conn.write_all(out);
+                // Dropping the last reference closes lingering, once the replies are out (a
+                // dropped token would cancel the write).
+                if let Ok(written) = served.conn.write_all(out) {
+                    written.on_complete(move |_| drop(served));
                 }
-                return; // dropping the last reference closes lingering
+                return;
             }
             if out.is_empty() {
                 return read_next(served, requests); // a partial request: read on
