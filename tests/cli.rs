@@ -10,44 +10,75 @@ fn posa() -> Command {
     Command::new(env!("CARGO_BIN_EXE_posa"))
 }
 
+/// Every preset at tiny durations: a row per model, 0 errors, the JSON parses (with the
+/// machine and a verdict), the SVG is written.
 #[test]
-fn compare_runs_models_side_by_side_and_writes_results_and_a_chart() {
-    let out = std::env::temp_dir().join(format!("posa-compare-test-{}", std::process::id()));
-    let run = posa()
-        .args([
-            "compare",
-            "--models",
-            "reactor,thread-per-conn",
-            "--duration",
-            "0.3",
-            "--warmup",
-            "0",
-            "--conns",
-            "4",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    for model in ["reactor", "thread-per-conn"] {
-        let row = stdout
-            .lines()
-            .find(|l| l.starts_with(model) && l.contains("x "))
-            .unwrap_or_else(|| panic!("no row for {model}:\n{stdout}"));
-        let errors: u64 = row.split_whitespace().last().unwrap().parse().unwrap();
-        assert_eq!(errors, 0, "{row}");
+fn compare_runs_every_preset_side_by_side_and_writes_results_and_a_chart() {
+    let models = ["reactor", "half-sync", "thread-per-conn"];
+    for workload in ["echo", "cpu", "blocking", "heavy-tail"] {
+        let out = std::env::temp_dir().join(format!(
+            "posa-compare-test-{}-{workload}",
+            std::process::id()
+        ));
+        let run = posa()
+            .args([
+                "compare",
+                "--workload",
+                workload,
+                "--models",
+                &models.join(","),
+                "--duration",
+                "0.2",
+                "--rounds",
+                "2",
+                "--warmup",
+                "0",
+                "--conns",
+                "4",
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{workload}: {stdout}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(stdout.contains(&format!("workload {workload}")), "{stdout}");
+        assert!(
+            stdout.contains("winner: ") || stdout.contains("tie within noise: "),
+            "{stdout}"
+        );
+        for model in models {
+            let row = stdout
+                .lines()
+                .find(|l| l.starts_with(model) && l.contains("x "))
+                .unwrap_or_else(|| panic!("{workload}: no row for {model}:\n{stdout}"));
+            let errors: u64 = row.split_whitespace().last().unwrap().parse().unwrap();
+            assert_eq!(errors, 0, "{workload}: {row}");
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
+                .expect("results.json parses");
+        assert_eq!(json["workload"], workload);
+        assert_eq!(json["rounds"], 2);
+        assert!(json["machine"]["kernel"].is_string() && json["machine"]["cpus"].is_u64());
+        assert!(json["verdict"].is_string());
+        let rows = json["models"].as_array().unwrap();
+        assert_eq!(rows.len(), models.len());
+        for row in rows {
+            assert_eq!(row["samples"].as_array().unwrap().len(), 2, "{row}");
+            let m = &row["msgs_per_sec"];
+            assert!(m["min"].as_f64() <= m["median"].as_f64(), "{row}");
+            assert!(m["median"].as_f64() <= m["max"].as_f64(), "{row}");
+            assert!(m["min"].as_f64().unwrap() > 0.0, "{row}");
+        }
+        let svg = std::fs::read_to_string(out.join("chart.svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("thread-per-conn"));
+        let _ = std::fs::remove_dir_all(out);
     }
-    let json = std::fs::read_to_string(out.join("results.json")).unwrap();
-    assert!(json.contains("\"model\":\"reactor\"") && json.contains("\"msgs_per_sec\":"));
-    let svg = std::fs::read_to_string(out.join("chart.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("thread-per-conn"));
-    let _ = std::fs::remove_dir_all(out);
 }
 
 #[test]
@@ -108,6 +139,39 @@ fn bad_input_is_a_clear_error() {
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("unknown model \"nonsense\""), "{err}");
+    // The workload knobs: each refused with what is wrong, before anything runs.
+    for (args, says) in [
+        (
+            &["compare", "--workload", "disk"][..],
+            "unknown workload \"disk\"",
+        ),
+        (
+            &["compare", "--work", "gpu:1ms"][..],
+            "unknown kind \"gpu\"",
+        ),
+        (&["compare", "--work", "cpu:10"][..], "needs a unit"),
+        (
+            &["compare", "--work", "cpu:50us-20us"][..],
+            "low above high",
+        ),
+        (
+            &["compare", "--workload", "cpu", "--work", "cpu:1ms"][..],
+            "either --workload or --work",
+        ),
+        (&["compare", "--duration", "0"][..], "more than 0 seconds"),
+        (&["compare", "--duration", "-1"][..], "--duration -1"),
+        (&["compare", "--rounds", "0"][..], "at least 1"),
+        (&["compare", "--rate", "0"][..], "positive rate"),
+        (
+            &["load", "--work", "cpu:1ms", "--size", "8"][..],
+            "at least 16",
+        ),
+    ] {
+        let run = posa().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{args:?} was accepted");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
     let run = posa().args(["load", "--conns", "0"]).output().unwrap();
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("at least 1"));

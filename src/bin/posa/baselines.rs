@@ -1,16 +1,24 @@
 //! The servers a user would pick instead of posa, for `posa compare`: a blocking thread per
-//! connection (the classic baseline) and tokio's multi-thread runtime (behind the default
-//! `tokio-peer` feature). Both echo with the same wire behaviour as posa's models (echo what
-//! is read, half-close, bounded buffer, connection limit) and stop on SIGINT/SIGTERM.
+//! connection (the classic baseline) and tokio's multi-thread and current-thread runtimes
+//! (behind the default `tokio-peer` feature). They serve the same [`Service`] as posa's
+//! models with the same wire behaviour (framing through [`Requests`], replies in order,
+//! half-close, bounded buffer, connection limit) and stop on SIGINT/SIGTERM. The service's
+//! work runs where a user of each would run it without further thought: in the connection's
+//! thread, or inline in the tokio task (so blocking work blocks a tokio worker, as it blocks
+//! posa's reactor).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use posa::net::{Requests, Service};
+
+type Svc = Arc<dyn Service>;
+
 /// Names `posa echo-server --model` accepts on top of posa's own models.
 pub const NAMES: &[&str] = if cfg!(feature = "tokio-peer") {
-    &["thread-per-conn", "tokio"]
+    &["thread-per-conn", "tokio", "tokio-current"]
 } else {
     &["thread-per-conn"]
 };
@@ -22,13 +30,16 @@ pub fn run(
     threads: usize,
     max_conns: usize,
     buffer: usize,
+    service: Svc,
 ) -> io::Result<()> {
     match name {
-        "thread-per-conn" => thread_per_conn(addr, max_conns, buffer),
+        "thread-per-conn" => thread_per_conn(addr, max_conns, buffer, service),
         #[cfg(feature = "tokio-peer")]
-        "tokio" => tokio_echo(addr, threads, max_conns, buffer),
+        "tokio" => tokio_serve(addr, Some(threads), max_conns, buffer, service),
+        #[cfg(feature = "tokio-peer")]
+        "tokio-current" => tokio_serve(addr, None, max_conns, buffer, service),
         other => {
-            let _ = threads;
+            let _ = (threads, service);
             Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("unknown model {other:?}"),
@@ -52,7 +63,7 @@ fn exit_on_signal() -> io::Result<()> {
     Ok(())
 }
 
-fn thread_per_conn(addr: &str, max_conns: usize, buffer: usize) -> io::Result<()> {
+fn thread_per_conn(addr: &str, max_conns: usize, buffer: usize, service: Svc) -> io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     exit_on_signal()?;
     eprintln!(
@@ -68,8 +79,9 @@ fn thread_per_conn(addr: &str, max_conns: usize, buffer: usize) -> io::Result<()
             continue;
         }
         let open = Arc::clone(&open);
+        let service = Arc::clone(&service);
         let spawned = std::thread::Builder::new().spawn(move || {
-            let _ = echo_blocking(stream, buffer);
+            let _ = serve_blocking(stream, buffer, &*service);
             open.fetch_sub(1, Ordering::AcqRel);
         });
         if spawned.is_err() {
@@ -80,30 +92,50 @@ fn thread_per_conn(addr: &str, max_conns: usize, buffer: usize) -> io::Result<()
     Ok(())
 }
 
-fn echo_blocking(mut stream: TcpStream, buffer: usize) -> io::Result<()> {
+fn serve_blocking(mut stream: TcpStream, buffer: usize, service: &dyn Service) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = vec![0u8; buffer.clamp(1, 64 * 1024)];
+    let mut requests = Requests::new();
+    let mut out = Vec::new();
     loop {
         let n = stream.read(&mut buf)?;
         if n == 0 {
             return stream.shutdown(Shutdown::Write);
         }
-        stream.write_all(&buf[..n])?;
+        requests.feed(service, &buf[..n], |r| service.call(r, &mut out))?;
+        stream.write_all(&out)?;
+        out.clear();
     }
 }
 
 #[cfg(feature = "tokio-peer")]
-fn tokio_echo(addr: &str, threads: usize, max_conns: usize, buffer: usize) -> io::Result<()> {
+fn tokio_serve(
+    addr: &str,
+    threads: Option<usize>,
+    max_conns: usize,
+    buffer: usize,
+    service: Svc,
+) -> io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()?;
+    let rt = match threads {
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .enable_all()
+            .build()?,
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
+    let name = if threads.is_some() {
+        "tokio"
+    } else {
+        "tokio-current"
+    };
     exit_on_signal()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         eprintln!(
-            "posa echo-server: listening on {} (model tokio)",
+            "posa echo-server: listening on {} (model {name})",
             listener.local_addr()?
         );
         let open = Arc::new(AtomicUsize::new(0));
@@ -116,16 +148,22 @@ fn tokio_echo(addr: &str, threads: usize, max_conns: usize, buffer: usize) -> io
                 continue;
             }
             let open = Arc::clone(&open);
+            let service = Arc::clone(&service);
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
                 let mut buf = vec![0u8; buffer.clamp(1, 64 * 1024)];
+                let mut requests = Requests::new();
+                let mut out = Vec::new();
                 loop {
                     match stream.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            if stream.write_all(&buf[..n]).await.is_err() {
+                            let served =
+                                requests.feed(&*service, &buf[..n], |r| service.call(r, &mut out));
+                            if served.is_err() || stream.write_all(&out).await.is_err() {
                                 break;
                             }
+                            out.clear();
                         }
                     }
                 }

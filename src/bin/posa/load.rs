@@ -1,7 +1,9 @@
 //! A TCP echo load generator: closed loop (a fixed number of messages in flight per
 //! connection) or open loop (a fixed offered rate, latency measured from each message's
 //! intended send time, so a slow server cannot hide its queueing: no coordinated omission, as
-//! wrk2 does). Every echoed byte is checked.
+//! wrk2 does). Every echoed byte is checked. With a work mix, each message is a work request
+//! (`posa::server::WorkService`) whose work is drawn from the mix; the reply is checked the
+//! same way (it is the request).
 //!
 //! One client thread drives every connection through one `mio::Poll`. Memory is bounded: in
 //! open loop at most [`MAX_OUTSTANDING`] messages wait per connection; beyond that, sends due
@@ -35,6 +37,9 @@ pub struct LoadConfig {
     pub pipeline: usize,
     /// Messages per second over all connections (open loop); `None`: closed loop.
     pub rate: Option<f64>,
+    /// Send work requests drawn from this mix (the server runs the work service); `None`:
+    /// plain echo.
+    pub work: Option<posa::server::WorkMix>,
 }
 
 impl Default for LoadConfig {
@@ -46,6 +51,7 @@ impl Default for LoadConfig {
             duration: Duration::from_secs(5),
             pipeline: 1,
             rate: None,
+            work: None,
         }
     }
 }
@@ -146,14 +152,48 @@ struct Conn {
     sent: u64,
     target: u64,
     received: u64,
-    /// When each message not yet back was issued (or due, in open loop).
-    issued: VecDeque<Instant>,
+    /// When each message not yet back was issued (or due, in open loop), and its work header
+    /// (work requests only).
+    issued: VecDeque<(Instant, Header)>,
     /// Open loop: when the next message is due.
     next_due: Instant,
     dead: bool,
 }
 
 const PATTERN: u64 = 251;
+const HEADER: usize = posa::server::WORK_HEADER;
+type Header = [u8; HEADER];
+
+/// What a message is: plain echo bytes, or a work request whose header is drawn from a mix.
+struct Messages<'a> {
+    size: u64,
+    work: Option<&'a posa::server::WorkMix>,
+    rng: u64,
+}
+
+impl Messages<'_> {
+    /// The header of the next message issued (unused for echo).
+    fn next_header(&mut self) -> Header {
+        match self.work {
+            Some(mix) => {
+                let work = mix.draw(&mut self.rng);
+                let seed = (self.rng >> 32) as u32;
+                work.header(self.size as usize, seed)
+            }
+            None => [0; HEADER],
+        }
+    }
+
+    /// The byte at stream offset `o`, given the header of its message.
+    fn byte(&self, o: u64, header: &Header) -> u8 {
+        let pos = (o % self.size) as usize;
+        if self.work.is_some() && pos < HEADER {
+            header[pos]
+        } else {
+            pattern_byte(o)
+        }
+    }
+}
 
 fn pattern_byte(offset: u64) -> u8 {
     (offset % PATTERN) as u8
@@ -167,6 +207,17 @@ pub fn run(
     mut progress: impl FnMut(f64),
 ) -> io::Result<LoadReport> {
     let size = config.size.max(1) as u64;
+    if config.work.is_some() && size < HEADER as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("work requests need messages of at least {HEADER} bytes"),
+        ));
+    }
+    let mut messages_kind = Messages {
+        size,
+        work: config.work.as_ref(),
+        rng: 0x2545_f491_4f6c_dd1d,
+    };
     let conns = config.conns.max(1);
     let mut poll = Poll::new()?;
     let mut list = Vec::with_capacity(conns);
@@ -207,7 +258,7 @@ pub fn run(
         c.next_due = begin;
         if interval.is_none() {
             for _ in 0..config.pipeline.max(1) {
-                c.issued.push_back(begin);
+                c.issued.push_back((begin, messages_kind.next_header()));
                 c.target += size;
             }
         }
@@ -235,7 +286,8 @@ pub fn run(
                 .filter(|(c, _)| !c.dead)
             {
                 while c.next_due <= now && c.issued.len() < MAX_OUTSTANDING {
-                    c.issued.push_back(c.next_due);
+                    c.issued
+                        .push_back((c.next_due, messages_kind.next_header()));
                     c.target += size;
                     c.next_due += every;
                     *v = true;
@@ -251,7 +303,7 @@ pub fn run(
                 c,
                 &source,
                 &mut scratch,
-                size,
+                &mut messages_kind,
                 &mut latency,
                 interval.is_none(),
             ) {
@@ -277,7 +329,11 @@ pub fn run(
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(100))
         };
-        poll.poll(&mut events, Some(wait))?;
+        match poll.poll(&mut events, Some(wait)) {
+            // A signal landed (a child server exiting, a terminal resize): poll again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
+            other => other?,
+        }
         for ev in events.iter() {
             if let Some(v) = visit.get_mut(ev.token().0) {
                 *v = true;
@@ -308,19 +364,36 @@ fn pump(
     c: &mut Conn,
     source: &[u8],
     scratch: &mut [u8],
-    size: u64,
+    kind: &mut Messages<'_>,
     latency: &mut hdrhistogram::Histogram<u64>,
     closed_loop: bool,
 ) -> io::Result<(u64, bool)> {
+    let size = kind.size;
     let mut done = 0;
     // Bounded per visit: a connection the server keeps up with must not starve the others
     // (its next messages wait for the next pass, like everyone else's).
     for _ in 0..4 {
         let mut progress = false;
         while c.sent < c.target {
-            let off = (c.sent % PATTERN) as usize;
             let len = ((c.target - c.sent) as usize).min(64 * 1024);
-            match c.stream.write(&source[off..off + len]) {
+            let chunk = if kind.work.is_none() {
+                let off = (c.sent % PATTERN) as usize;
+                &source[off..off + len]
+            } else {
+                // Work requests: the headers of the messages being written, pattern between.
+                let first = c.received / size;
+                let out = &mut scratch[..len];
+                for (i, b) in out.iter_mut().enumerate() {
+                    let o = c.sent + i as u64;
+                    let header = c
+                        .issued
+                        .get((o / size - first) as usize)
+                        .map_or(&[0; HEADER], |(_, h)| h);
+                    *b = kind.byte(o, header);
+                }
+                &scratch[..len]
+            };
+            match c.stream.write(chunk) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     c.sent += n as u64;
@@ -334,24 +407,34 @@ fn pump(
         match c.stream.read(scratch) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => {
-                for (i, b) in scratch[..n].iter().enumerate() {
-                    if *b != pattern_byte(c.received + i as u64) {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "echo returned a wrong byte",
-                        ));
+                let first = c.received / size;
+                let wrong = scratch[..n].iter().enumerate().any(|(i, b)| {
+                    let o = c.received + i as u64;
+                    if kind.work.is_none() {
+                        return *b != pattern_byte(o);
                     }
+                    let header = c
+                        .issued
+                        .get((o / size - first) as usize)
+                        .map_or(&[0; HEADER], |(_, h)| h);
+                    *b != kind.byte(o, header)
+                });
+                if wrong {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the server returned a wrong byte",
+                    ));
                 }
                 let before = c.received / size;
                 c.received += n as u64;
                 for _ in before..c.received / size {
-                    if let Some(at) = c.issued.pop_front() {
+                    if let Some((at, _)) = c.issued.pop_front() {
                         let ns = u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX);
                         latency.saturating_record(ns.max(1));
                     }
                     done += 1;
                     if closed_loop {
-                        c.issued.push_back(Instant::now());
+                        c.issued.push_back((Instant::now(), kind.next_header()));
                         c.target += size;
                     }
                 }

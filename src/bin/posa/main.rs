@@ -62,26 +62,42 @@ struct Workload {
     /// from each message's intended send time.
     #[arg(long, value_name = "MSGS/S", value_parser = parse_rate)]
     rate: Option<f64>,
-    /// Seconds to measure.
-    #[arg(long, default_value_t = 5.0)]
-    duration: f64,
+    /// Seconds to measure (compare: per model and round; default 5 for load, 2 for compare).
+    #[arg(long, allow_negative_numbers = true)]
+    duration: Option<f64>,
+    /// Send work requests instead of plain echo: each asks the server (run with `--service
+    /// work`) for work drawn from this mix before it replies, e.g. `cpu:20us-50us`,
+    /// `block:1ms`, `99%cpu:10us,1%block:10ms`. Messages must be at least 16 bytes.
+    #[arg(long, value_name = "MIX")]
+    work: Option<posa::server::WorkMix>,
 }
 
 impl Workload {
-    fn config(&self, addr: std::net::SocketAddr) -> Result<load::LoadConfig, String> {
+    fn config(
+        &self,
+        addr: std::net::SocketAddr,
+        default_secs: f64,
+    ) -> Result<load::LoadConfig, String> {
         if self.size == 0 || self.conns == 0 || self.pipeline == 0 {
             return Err("--size, --conns and --pipeline must be at least 1".into());
         }
         if self.conns > 10_000 || self.pipeline > 1024 || self.size > 16 << 20 {
             return Err("at most 10000 connections, 1024 in flight, 16 MiB messages".into());
         }
+        if self.work.is_some() && self.size < posa::server::WORK_HEADER {
+            return Err(format!(
+                "--work needs --size of at least {} (the request header)",
+                posa::server::WORK_HEADER
+            ));
+        }
         Ok(load::LoadConfig {
             addr,
             conns: self.conns,
             size: self.size,
-            duration: seconds("duration", self.duration)?,
+            duration: positive_seconds("duration", self.duration.unwrap_or(default_secs))?,
             pipeline: self.pipeline,
             rate: self.rate,
+            work: self.work.clone(),
         })
     }
 }
@@ -94,13 +110,23 @@ struct CompareArgs {
     /// tokio).
     #[arg(long, value_delimiter = ',')]
     models: Vec<String>,
+    /// A preset workload: echo (plain echo), cpu (20-50 us of computation per request),
+    /// blocking (1 ms blocking wait per request, a database call's stand-in), heavy-tail (99%
+    /// 10 us of computation, 1% 10 ms blocking). Every model serves the same work service;
+    /// half-sync gets 32 workers for the blocking presets. `--work` sets a mix of your own.
+    #[arg(long, default_value = "echo")]
+    workload: String,
     #[command(flatten)]
-    workload: Workload,
+    load: Workload,
     /// Seconds of unmeasured load before each measurement.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Measurements per model, interleaved round by round (A B C, A B C, ...); figures are
+    /// the median with its min-max, and overlapping ranges are called a tie.
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
+    rounds: usize,
     /// Threads for the multi-threaded models.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least_one)]
     threads: usize,
     /// Where to write results.json and chart.svg.
     #[arg(long, default_value = "target/posa-compare")]
@@ -183,6 +209,17 @@ struct EchoArgs {
     /// Most bytes buffered per connection for a slow reader.
     #[arg(long, default_value_t = 64 * 1024, value_parser = at_least_one)]
     buffer: usize,
+    /// The service: echo (every byte back) or work (request/response: each request says
+    /// what work to do before the reply; see `posa load --work`).
+    #[arg(long, default_value = "echo", value_parser = ["echo", "work"])]
+    service: String,
+    /// The work service's file for `file` work (cold reads: each read range is dropped from
+    /// the page cache again). At least 64 KiB.
+    #[arg(long, value_name = "PATH")]
+    work_file: Option<std::path::PathBuf>,
+    /// Half-sync: synchronous workers (default: --threads).
+    #[arg(long, value_parser = at_least_one)]
+    sync_workers: Option<usize>,
     /// On SIGTERM or SIGINT, seconds to let open connections finish (their peers half-close and
     /// get every byte back) before the rest are closed; a second signal closes them at once.
     #[arg(long, default_value_t = 5.0, allow_negative_numbers = true, value_parser = non_negative_secs)]
@@ -222,6 +259,14 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A duration that must not be zero.
+fn positive_seconds(what: &str, s: f64) -> Result<Duration, String> {
+    match seconds(what, s)? {
+        d if d.is_zero() => Err(format!("--{what} must be more than 0 seconds")),
+        d => Ok(d),
+    }
+}
+
 fn seconds(what: &str, s: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(s).map_err(|e| format!("--{what} {s}: {e}"))
 }
@@ -234,6 +279,15 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
         )
         .with_writer(io::stderr)
         .try_init();
+    let service: Arc<dyn posa::net::Service> = match (args.service.as_str(), &args.work_file) {
+        ("echo", None) => Arc::new(posa::server::EchoService),
+        ("echo", Some(_)) => return Err("--work-file needs --service work".into()),
+        (_, None) => Arc::new(posa::server::WorkService::new()),
+        (_, Some(path)) => Arc::new(
+            posa::server::WorkService::with_file(path)
+                .map_err(|e| format!("--work-file {}: {e}", path.display()))?,
+        ),
+    };
     if baselines::NAMES.contains(&args.model.as_str()) {
         let addr = args.addr.to_string();
         return baselines::run(
@@ -242,6 +296,7 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
             args.threads,
             args.max_conns,
             args.buffer,
+            service,
         )
         .map_err(|e| format!("{}: {e}", args.model));
     }
@@ -266,6 +321,7 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
         addr: args.addr,
         model,
         threads: args.threads,
+        sync_workers: args.sync_workers,
         max_conns: args.max_conns,
         conn: ConnConfig {
             buffer: args.buffer,
@@ -277,14 +333,15 @@ fn echo_server(args: EchoArgs) -> Result<(), String> {
         ..ServerConfig::default()
     };
     let model = config.model;
-    let server = Server::start(config).map_err(|e| format!("cannot start: {e}"))?;
+    let server = Server::serve(config, service).map_err(|e| format!("cannot start: {e}"))?;
     server
         .shutdown_on_signals(grace)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     eprintln!(
-        "posa echo-server: listening on {} (model {model}, {}); Ctrl-C to stop",
+        "posa echo-server: listening on {} (model {model}, {}, service {}); Ctrl-C to stop",
         server.local_addr(),
-        server.describe()
+        server.describe(),
+        args.service
     );
     let (accepts, echo) = (server.accept_stats(), server.conn_stats());
     // The periodic report: a thread that wakes every `every` until the server has stopped.
@@ -448,11 +505,31 @@ fn run_compare(args: CompareArgs) -> Result<(), String> {
         }
         args.models.clone()
     };
+    let preset = compare::preset(&args.workload)?;
+    let mut load = args.load.config(([127, 0, 0, 1], 0).into(), 2.0)?;
+    let (workload, workload_what) = if load.work.is_some() {
+        if args.workload != "echo" {
+            return Err("give either --workload or --work, not both".into());
+        }
+        ("custom".to_owned(), "a work mix of your own".to_owned())
+    } else {
+        if let Some(mix) = preset.work {
+            load.work = Some(
+                mix.parse()
+                    .map_err(|e| format!("preset {}: {e}", preset.name))?,
+            );
+        }
+        (preset.name.to_owned(), preset.what.to_owned())
+    };
     let plan = compare::Plan {
         models,
-        load: args.workload.config(([127, 0, 0, 1], 0).into())?,
+        load,
+        workload,
+        workload_what,
         warmup: seconds("warmup", args.warmup)?,
-        threads: args.threads.max(1),
+        rounds: args.rounds,
+        threads: args.threads,
+        sync_workers: preset.sync_workers,
         out: args.out.clone(),
         idle_timeout: Some(seconds("idle-timeout", args.idle_timeout)?).filter(|d| !d.is_zero()),
     };
@@ -463,9 +540,13 @@ fn run_compare(args: CompareArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     }
     eprintln!(
-        "posa compare: {} models, about {:.0} s (posa compare --help for the knobs)",
+        "posa compare: workload {}, {} models x {} rounds, about {:.0} s (posa compare --help for the knobs)",
+        plan.workload,
         plan.models.len(),
-        plan.models.len() as f64 * (plan.load.duration + plan.warmup).as_secs_f64() * 1.1
+        plan.rounds,
+        plan.models.len() as f64
+            * (plan.load.duration.as_secs_f64() * plan.rounds as f64 + plan.warmup.as_secs_f64())
+            * 1.05
     );
     let (rows, setup) = compare::run(&plan, &stop).map_err(|e| e.to_string())?;
     print!("{}", compare::table(&rows, &plan, &setup));
@@ -479,7 +560,7 @@ fn run_compare(args: CompareArgs) -> Result<(), String> {
 }
 
 fn run_load(args: LoadArgs) -> Result<(), String> {
-    let config = args.workload.config(args.addr)?;
+    let config = args.workload.config(args.addr, 5.0)?;
     let stop = Arc::new(AtomicBool::new(false));
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop));
     let report =
