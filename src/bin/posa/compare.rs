@@ -33,7 +33,8 @@ pub fn all_models() -> Vec<String> {
     m
 }
 
-/// A preset workload: the service the servers run and the work each request asks for.
+/// A preset workload: the service the servers run, the work each request asks for, and how
+/// the load is offered.
 #[derive(Debug, Clone)]
 pub struct Preset {
     pub name: &'static str,
@@ -42,33 +43,76 @@ pub struct Preset {
     /// Half-sync's workers, when the work blocks (Little's law: 50 connections x 1 ms).
     pub sync_workers: Option<usize>,
     pub what: &'static str,
+    /// A new connection per request.
+    pub churn: bool,
+    /// Idle connections held open while the active ones are measured.
+    pub idle: usize,
+    /// Open loop at this multiple of each model's measured capacity.
+    pub overload: Option<f64>,
+    /// The servers read a file that the page cache does not hold.
+    pub file: bool,
 }
 
-/// The presets `posa compare --workload` knows.
+const BASE: Preset = Preset {
+    name: "echo",
+    work: None,
+    sync_workers: None,
+    what: "plain echo: no work, no framing",
+    churn: false,
+    idle: 0,
+    overload: None,
+    file: false,
+};
+
+/// The presets `posa compare --workload` knows, in `--suite` order.
 pub const PRESETS: &[Preset] = &[
-    Preset {
-        name: "echo",
-        work: None,
-        sync_workers: None,
-        what: "plain echo: no work, no framing",
-    },
+    BASE,
     Preset {
         name: "cpu",
         work: Some("cpu:20us-50us"),
-        sync_workers: None,
         what: "20-50 us of computation per request",
+        ..BASE
     },
     Preset {
         name: "blocking",
         work: Some("block:1ms"),
         sync_workers: Some(32),
         what: "1 ms blocking wait per request (a database call's stand-in)",
+        ..BASE
     },
     Preset {
         name: "heavy-tail",
         work: Some("99%cpu:10us,1%block:10ms"),
         sync_workers: Some(32),
         what: "99% 10 us of computation, 1% 10 ms blocking",
+        ..BASE
+    },
+    Preset {
+        name: "file",
+        work: Some("file:4KiB-64KiB"),
+        sync_workers: Some(32),
+        what: "a 4-64 KiB read at a random offset of a file the page cache does not hold",
+        file: true,
+        ..BASE
+    },
+    Preset {
+        name: "idle",
+        what: "50 active echo connections measured while 10,000 idle ones are held open",
+        idle: 10_000,
+        ..BASE
+    },
+    Preset {
+        name: "churn",
+        what: "a new connection per request: connect, request, reply, close",
+        churn: true,
+        ..BASE
+    },
+    Preset {
+        name: "overload",
+        work: Some("cpu:20us-50us"),
+        what: "open loop at 1.5x each model's measured capacity, 20-50 us of computation each",
+        overload: Some(1.5),
+        ..BASE
     },
 ];
 
@@ -94,10 +138,76 @@ pub struct Plan {
     pub threads: usize,
     /// Half-sync's workers (default: `threads`).
     pub sync_workers: Option<usize>,
+    /// Idle connections held open beside the measured ones.
+    pub idle: usize,
+    /// Open loop at this multiple of each model's capacity (measured in the warm-up).
+    pub overload: Option<f64>,
+    /// The work service's file (the `file` workload).
+    pub work_file: Option<PathBuf>,
     pub out: PathBuf,
     /// Passed to each posa model's server (`--idle-timeout`): the cost of a per-connection
     /// timer re-armed on every read. The baselines have none.
     pub idle_timeout: Option<Duration>,
+}
+
+impl Plan {
+    /// The plan for `preset` on top of `base` (its models, load shape and knobs).
+    pub fn for_preset(base: &Plan, preset: &Preset) -> Result<Plan, String> {
+        let mut plan = base.clone();
+        plan.workload = preset.name.to_owned();
+        plan.workload_what = preset.what.to_owned();
+        plan.load.work = match preset.work {
+            Some(mix) => Some(
+                mix.parse()
+                    .map_err(|e| format!("preset {}: {e}", preset.name))?,
+            ),
+            None => None,
+        };
+        plan.sync_workers = preset.sync_workers.or(base.sync_workers);
+        plan.load.churn = preset.churn || base.load.churn;
+        plan.idle = preset.idle.max(base.idle);
+        plan.overload = preset.overload.or(base.overload);
+        if plan.overload.is_some() && plan.warmup < Duration::from_millis(500) {
+            plan.warmup = Duration::from_millis(500); // the capacity is measured there
+        }
+        if preset.file {
+            plan.work_file = Some(make_cold_file(&base.out)?);
+        }
+        Ok(plan)
+    }
+}
+
+/// The `file` workload's file: 64 MiB of data under `dir`, dropped from the page cache.
+fn make_cold_file(dir: &Path) -> Result<PathBuf, String> {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd;
+    const SIZE: usize = 64 << 20;
+    let path = dir.join("work-file.bin");
+    let fail = |e: io::Error| format!("cannot write the work file {}: {e}", path.display());
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let fresh = std::fs::metadata(&path).map(|m| m.len() as usize == SIZE);
+    if !matches!(fresh, Ok(true)) {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).map_err(fail)?);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..SIZE >> 20 {
+            for b in block.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+            }
+            f.write_all(&block).map_err(fail)?;
+        }
+        f.into_inner()
+            .map_err(|e| fail(e.into_error()))?
+            .sync_all()
+            .map_err(fail)?;
+    }
+    let f = std::fs::File::open(&path).map_err(fail)?;
+    // SAFETY: posix_fadvise only reads its integer arguments; the fd is open for the call.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    Ok(path)
 }
 
 /// One measurement of one model.
@@ -109,8 +219,16 @@ pub struct Sample {
     pub p999_us: f64,
     pub max_us: f64,
     pub errors: u64,
+    /// Connection attempts refused (churn, overload).
+    pub refused: u64,
+    /// Open loop: the offered rate, and p99 from the actual send (what a closed-loop tool
+    /// would report) beside `p99_us`, from the intended send.
+    pub offered_per_sec: Option<f64>,
+    pub sent_p99_us: f64,
     /// The server's CPU time (user + system) over the measurement, per million messages.
     pub cpu_s_per_million: f64,
+    /// With idle connections: the server's resident memory per idle connection, bytes.
+    pub idle_bytes_per_conn: Option<f64>,
 }
 
 /// A figure over the rounds: median, min and max.
@@ -161,6 +279,9 @@ pub struct Row {
     pub p99_us: Spread,
     pub cpu_s_per_million: Spread,
     pub errors: u64,
+    pub refused: u64,
+    /// With idle connections: resident bytes per idle connection.
+    pub idle_bytes_per_conn: Option<Spread>,
     /// The server's peak resident memory over the whole run.
     pub peak_rss_kib: u64,
 }
@@ -173,6 +294,11 @@ impl Row {
             p99_us: Spread::of(samples.iter().map(|s| s.p99_us)),
             cpu_s_per_million: Spread::of(samples.iter().map(|s| s.cpu_s_per_million)),
             errors: samples.iter().map(|s| s.errors).sum(),
+            refused: samples.iter().map(|s| s.refused).sum(),
+            idle_bytes_per_conn: samples
+                .iter()
+                .all(|s| s.idle_bytes_per_conn.is_some())
+                .then(|| Spread::of(samples.iter().filter_map(|s| s.idle_bytes_per_conn))),
             model,
             samples,
             peak_rss_kib,
@@ -263,21 +389,18 @@ pub fn verdict(rows: &[Row]) -> String {
 }
 
 /// Runs the plan; stops early (returning what was measured) when `stop` is set. Every
-/// model's server runs for the whole plan (pinned away from the client); each round measures
-/// every model once, in order, so drift on a shared machine hits every model alike.
+/// model's server runs for the whole plan (pinned away from the client); round 0 warms each
+/// up (and measures its closed-loop capacity), then each round measures every model once, in
+/// order, so drift on a shared machine hits every model alike.
 pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    raise_fd_limit();
     let pinned = cpus >= 2 && pin(0, 0).is_ok(); // the client on CPU 0
     let setup = Setup::probe(cpus, pinned);
     let exe = std::env::current_exe()?;
-    let service = if plan.load.work.is_some() {
-        "work"
-    } else {
-        "echo"
-    };
     let mut servers = Vec::new();
     for model in &plan.models {
-        let server = Server::start(&exe, model, plan, service)?;
+        let server = Server::start(&exe, model, plan)?;
         if pinned {
             // Servers on the other CPUs: client and server do not fight for one core.
             let _ = pin_range(server.child.id() as i32, 1, cpus);
@@ -286,42 +409,74 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)>
     }
     let bar = indicatif::ProgressBar::new((plan.models.len() * (plan.rounds + 1)) as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix:>24} [{bar:40}] {pos}/{len} {elapsed}")
+        indicatif::ProgressStyle::with_template("{prefix:>28} [{bar:40}] {pos}/{len} {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
+    let mut capacity = vec![0.0f64; servers.len()];
+    let mut rss_base = vec![0u64; servers.len()];
     let mut failed = None;
     'rounds: for round in 0..=plan.rounds {
-        for (i, server) in servers.iter().enumerate() {
+        for (i, server) in servers.iter_mut().enumerate() {
             if stop.load(Ordering::Relaxed) {
+                break 'rounds;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                failed = Some(io::Error::other(format!(
+                    "{}: the server exited ({status}) before round {round}",
+                    plan.models[i]
+                )));
                 break 'rounds;
             }
             let model = &plan.models[i];
             let mut cfg = plan.load.clone();
             cfg.addr = server.addr;
-            // Round 0 warms every model up (connections, caches, the pool's threads).
+            let pid = server.child.id();
+            // Round 0 warms every model up (connections, caches, the pool's threads) and
+            // measures its closed-loop capacity.
             if round == 0 {
-                bar.set_prefix(format!("{model} warm-up"));
+                bar.set_prefix(format!("{} {model} warm-up", plan.workload));
                 if !plan.warmup.is_zero() {
                     cfg.duration = plan.warmup;
-                    if let Err(e) = load::run(&cfg, stop, |_| {}) {
-                        failed = Some(io::Error::new(e.kind(), format!("{model}: {e}")));
-                        break 'rounds;
+                    cfg.rate = None;
+                    match load::run(&cfg, stop, |_| {}) {
+                        Ok(r) => capacity[i] = r.msgs_per_sec(),
+                        Err(e) => {
+                            failed = Some(io::Error::new(e.kind(), format!("{model}: {e}")));
+                            break 'rounds;
+                        }
                     }
                 }
+                rss_base[i] = rss_kib(pid);
                 bar.inc(1);
                 continue;
             }
-            bar.set_prefix(format!("{model} round {round}"));
-            let cpu_before = cpu_time(server.child.id());
-            let report = match load::run(&cfg, stop, |_| {}) {
+            bar.set_prefix(format!("{} {model} round {round}", plan.workload));
+            if let Some(factor) = plan.overload
+                && capacity[i] > 0.0
+            {
+                cfg.rate = Some(capacity[i] * factor);
+            }
+            // Idle connections first, then the server's memory once it has taken them in.
+            let (idle, idle_failed) = load::open_idle(cfg.addr, plan.idle);
+            let idle_bytes_per_conn = (plan.idle > 0).then(|| {
+                let rss = settled_rss_kib(pid);
+                rss.saturating_sub(rss_base[i]) as f64 * 1024.0 / idle.len().max(1) as f64
+            });
+            let cpu_before = cpu_time(pid);
+            let report = load::run(&cfg, stop, |_| {});
+            let cpu = cpu_time(pid).saturating_sub(cpu_before);
+            drop(idle);
+            let report = match report {
                 Ok(r) => r,
                 Err(e) => {
-                    failed = Some(io::Error::new(e.kind(), format!("{model}: {e}")));
+                    failed = Some(io::Error::new(
+                        e.kind(),
+                        format!("{model}, round {round}: {e}"),
+                    ));
                     break 'rounds;
                 }
             };
-            let cpu = cpu_time(server.child.id()).saturating_sub(cpu_before);
             bar.inc(1);
             let millions = report.messages as f64 / 1e6;
             let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -331,12 +486,16 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)>
                 p99_us: us(report.percentile(0.99)),
                 p999_us: us(report.percentile(0.999)),
                 max_us: us(report.max()),
-                errors: report.errors,
+                errors: report.errors + idle_failed as u64,
+                refused: report.refused,
+                offered_per_sec: cfg.rate,
+                sent_p99_us: us(report.percentile_sent(0.99)),
                 cpu_s_per_million: if millions > 0.0 {
                     cpu.as_secs_f64() / millions
                 } else {
                     0.0
                 },
+                idle_bytes_per_conn,
             });
         }
     }
@@ -352,6 +511,48 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)>
         Some(e) => Err(e),
         None => Ok((rows, setup)),
     }
+}
+
+/// Lifts this process's open-file limit to its hard limit (10,000 idle connections need
+/// more than the usual 1,024); the servers inherit it.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(1 << 20);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// A process's resident memory now, KiB (0 if unreadable).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The resident memory once it stops growing (the server is still accepting and setting up
+/// the connections just opened): read every 50 ms until two readings agree within 1%, for
+/// at most 3 s. A measurement's wait, not a synchronisation.
+fn settled_rss_kib(pid: u32) -> u64 {
+    let mut last = rss_kib(pid);
+    for _ in 0..60 {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = rss_kib(pid);
+        if now.abs_diff(last) * 100 <= last {
+            return now;
+        }
+        last = now;
+    }
+    last
 }
 
 /// A process's CPU time (user + system) so far, from /proc (zero if unreadable).
@@ -382,7 +583,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(exe: &Path, model: &str, plan: &Plan, service: &str) -> io::Result<Server> {
+    fn start(exe: &Path, model: &str, plan: &Plan) -> io::Result<Server> {
+        let service = if plan.load.work.is_some() {
+            "work"
+        } else {
+            "echo"
+        };
+        let max_conns = (plan.idle + plan.load.conns + 100).max(10_000).to_string();
         let idle = plan
             .idle_timeout
             .map_or(0.0, |d| d.as_secs_f64())
@@ -395,26 +602,32 @@ impl Server {
             "proactor-uring" => ("proactor", "uring"),
             other => (other, "auto"),
         };
-        let mut child = Command::new(exe)
-            .args([
-                "echo-server",
-                "--model",
-                model,
-                "--backend",
-                backend,
-                "--addr",
-                "127.0.0.1:0",
-                "--threads",
-                &threads.to_string(),
-                "--drain-grace",
-                "0.2",
-                "--idle-timeout",
-                &idle,
-                "--service",
-                service,
-                "--sync-workers",
-                &workers.to_string(),
-            ])
+        let mut command = Command::new(exe);
+        command.args([
+            "echo-server",
+            "--model",
+            model,
+            "--backend",
+            backend,
+            "--addr",
+            "127.0.0.1:0",
+            "--threads",
+            &threads.to_string(),
+            "--drain-grace",
+            "0.2",
+            "--idle-timeout",
+            &idle,
+            "--service",
+            service,
+            "--sync-workers",
+            &workers.to_string(),
+            "--max-conns",
+            &max_conns,
+        ]);
+        if let Some(file) = &plan.work_file {
+            command.arg("--work-file").arg(file);
+        }
+        let mut child = command
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -434,8 +647,23 @@ impl Server {
                 break;
             }
         }
-        // Keep draining its stderr so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining its stderr so it never blocks on a full pipe; keep the last lines for
+        // `--out/<model>.log` (warnings only: RUST_LOG=warn), bounded.
+        let log_path = plan.out.join(format!("{model}-{backend}.log"));
+        std::thread::spawn(move || {
+            let mut tail = std::collections::VecDeque::new();
+            for line in lines.map_while(Result::ok) {
+                if tail.len() == 200 {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+            if !tail.is_empty() {
+                let _ = std::fs::create_dir_all(log_path.parent().unwrap_or(Path::new(".")));
+                let text: Vec<String> = tail.into();
+                let _ = std::fs::write(&log_path, text.join("\n") + "\n");
+            }
+        });
         match addr {
             Some(addr) => Ok(Server { child, addr }),
             None => {
@@ -538,9 +766,24 @@ pub fn table(rows: &[Row], plan: &Plan, setup: &Setup) -> String {
     let best = rows
         .iter()
         .max_by(|a, b| a.msgs_per_sec.median.total_cmp(&b.msgs_per_sec.median));
+    let open_loop = rows
+        .iter()
+        .any(|r| r.samples.iter().any(|x| x.offered_per_sec.is_some()));
+    let idle = rows.iter().any(|r| r.idle_bytes_per_conn.is_some());
+    let refused = rows.iter().any(|r| r.refused > 0) || plan.load.churn;
+    let mut extra_h = String::new();
+    if open_loop {
+        let _ = write!(extra_h, " {:>10} {:>14}", "offered/s", "p99 from send");
+    }
+    if idle {
+        let _ = write!(extra_h, " {:>17}", "idle B/conn");
+    }
+    if refused {
+        let _ = write!(extra_h, " {:>8}", "refused");
+    }
     let _ = writeln!(
         s,
-        "\n{:<16} {:>23} {:>7} {:>4} {:>19} {:>21} {:>11} {:>9} {:>6}",
+        "\n{:<16} {:>23} {:>7} {:>4} {:>19} {:>21} {:>11} {:>9} {:>6}{extra_h}",
         "model",
         "msgs/s [min-max]",
         "vs best",
@@ -560,9 +803,30 @@ pub fn table(rows: &[Row], plan: &Plan, setup: &Setup) -> String {
             ),
             _ => (0.0, false),
         };
+        let mut extra = String::new();
+        if open_loop {
+            let offered = Spread::of(r.samples.iter().filter_map(|x| x.offered_per_sec));
+            let sent = Spread::of(r.samples.iter().map(|x| x.sent_p99_us));
+            let _ = write!(extra, " {:>10.0} {:>14.0}", offered.median, sent.median);
+        }
+        if idle {
+            match &r.idle_bytes_per_conn {
+                Some(b) => {
+                    let _ = write!(
+                        extra,
+                        " {:>17}",
+                        format!("{:.0} [{:.0}-{:.0}]", b.median, b.min, b.max)
+                    );
+                }
+                None => extra.push_str(&format!(" {:>17}", "-")),
+            }
+        }
+        if refused {
+            let _ = write!(extra, " {:>8}", r.refused);
+        }
         let _ = writeln!(
             s,
-            "{:<16} {:>23} {:>6.2}x {:>4} {:>19} {:>21} {:>11.2} {:>5} MiB {:>6}",
+            "{:<16} {:>23} {:>6.2}x {:>4} {:>19} {:>21} {:>11.2} {:>5} MiB {:>6}{extra}",
             r.model,
             format!("{:.0} [{:.0}-{:.0}]", m.median, m.min, m.max),
             ratio,
@@ -588,11 +852,16 @@ pub fn table(rows: &[Row], plan: &Plan, setup: &Setup) -> String {
 #[derive(Serialize)]
 struct Report<'a> {
     workload: &'a str,
+    what: &'a str,
     work: Option<String>,
     size: usize,
     conns: usize,
     pipeline: usize,
     rate: Option<f64>,
+    arrivals: String,
+    churn: bool,
+    idle_conns: usize,
+    overload: Option<f64>,
     seconds_per_round: f64,
     rounds: usize,
     threads: usize,
@@ -602,16 +871,20 @@ struct Report<'a> {
     models: &'a [Row],
 }
 
-/// The results as JSON.
-pub fn json(rows: &[Row], plan: &Plan, setup: &Setup) -> String {
+fn report<'a>(rows: &'a [Row], plan: &'a Plan, setup: &'a Setup) -> Report<'a> {
     let l = &plan.load;
-    let report = Report {
+    Report {
         workload: &plan.workload,
+        what: &plan.workload_what,
         work: l.work.as_ref().map(|w| w.to_string()),
         size: l.size,
         conns: l.conns,
         pipeline: l.pipeline,
         rate: l.rate,
+        arrivals: format!("{:?}", l.arrivals).to_lowercase(),
+        churn: l.churn,
+        idle_conns: plan.idle,
+        overload: plan.overload,
         seconds_per_round: l.duration.as_secs_f64(),
         rounds: plan.rounds,
         threads: plan.threads,
@@ -619,11 +892,64 @@ pub fn json(rows: &[Row], plan: &Plan, setup: &Setup) -> String {
         machine: setup,
         verdict: verdict(rows),
         models: rows,
-    };
-    let mut s =
-        serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    }
+}
+
+/// The results as JSON.
+pub fn json(rows: &[Row], plan: &Plan, setup: &Setup) -> String {
+    let mut s = serde_json::to_string_pretty(&report(rows, plan, setup))
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     s.push('\n');
     s
+}
+
+/// `--suite`: report.md (a section per workload: what it is, the verdict, the table, the
+/// chart) and suite.json (every workload's report) in `dir`.
+pub fn write_suite(dir: &Path, done: &[(Plan, Vec<Row>, Setup)]) -> io::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let mut md = String::from("# posa compare --suite\n\n");
+    if let Some((_, _, setup)) = done.first() {
+        let _ = writeln!(
+            md,
+            "Machine: {} CPUs ({}), Linux {}, io_uring {}; {}.\n",
+            setup.cpus,
+            setup.cpu_model,
+            setup.kernel,
+            setup.io_uring,
+            if setup.pinned {
+                "client pinned to CPU 0, servers to the others"
+            } else {
+                "not pinned"
+            }
+        );
+    }
+    let _ = writeln!(md, "| workload | verdict |\n|---|---|");
+    for (plan, rows, _) in done {
+        let _ = writeln!(md, "| {} | {} |", plan.workload, verdict(rows));
+    }
+    for (plan, rows, setup) in done {
+        let _ = writeln!(
+            md,
+            "\n## {}\n\n{}.\n\n**{}**\n\n```text\n{}```\n\n![{}]({}/chart.svg)",
+            plan.workload,
+            plan.workload_what,
+            verdict(rows),
+            table(rows, plan, setup),
+            plan.workload,
+            plan.workload
+        );
+    }
+    let reports: Vec<Report<'_>> = done
+        .iter()
+        .map(|(plan, rows, setup)| report(rows, plan, setup))
+        .collect();
+    let m = dir.join("report.md");
+    let j = dir.join("suite.json");
+    std::fs::write(&m, md)?;
+    let mut json = serde_json::to_string_pretty(&reports).map_err(io::Error::other)?;
+    json.push('\n');
+    std::fs::write(&j, json)?;
+    Ok((m, j))
 }
 
 /// Two horizontal bar charts, throughput and p99, as one SVG: a bar to each model's median,

@@ -1,9 +1,13 @@
-//! A TCP echo load generator: closed loop (a fixed number of messages in flight per
-//! connection) or open loop (a fixed offered rate, latency measured from each message's
-//! intended send time, so a slow server cannot hide its queueing: no coordinated omission, as
-//! wrk2 does). Every echoed byte is checked. With a work mix, each message is a work request
-//! (`posa::server::WorkService`) whose work is drawn from the mix; the reply is checked the
-//! same way (it is the request).
+//! A TCP load generator for echo and the work service: closed loop (a fixed number of
+//! messages in flight per connection) or open loop (a fixed offered rate, at fixed intervals
+//! or as a Poisson process). In open loop, latency is measured both from each message's
+//! intended send time (so a slow server cannot hide its queueing: no coordinated omission,
+//! as wrk2 does) and from when it was actually sent (what a closed-loop tool would report).
+//! Every reply byte is checked. With a work mix, each message is a work request
+//! (`posa::server::WorkService`) whose work is drawn from the mix; the reply is the request.
+//! With churn, every message goes over a connection of its own (connect, request, reply,
+//! close): the accept and connect path. Idle connections ([`open_idle`]) are held open beside
+//! the measured ones.
 //!
 //! One client thread drives every connection through one `mio::Poll`. Memory is bounded: in
 //! open loop at most [`MAX_OUTSTANDING`] messages wait per connection; beyond that, sends due
@@ -13,6 +17,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,10 +27,33 @@ use mio::{Events, Interest, Poll, Token};
 /// Messages waiting per connection in open loop, at most.
 pub const MAX_OUTSTANDING: usize = 10_000;
 
+/// How open-loop sends are spaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Arrivals {
+    /// At a fixed interval per connection.
+    #[default]
+    Fixed,
+    /// As a Poisson process: exponential gaps with the same mean.
+    Poisson,
+}
+
+impl FromStr for Arrivals {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fixed" => Ok(Arrivals::Fixed),
+            "poisson" => Ok(Arrivals::Poisson),
+            other => Err(format!(
+                "unknown arrivals {other:?}: expected fixed or poisson"
+            )),
+        }
+    }
+}
+
 /// What to offer.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// The echo server.
+    /// The server.
     pub addr: SocketAddr,
     /// Connections.
     pub conns: usize,
@@ -37,9 +65,13 @@ pub struct LoadConfig {
     pub pipeline: usize,
     /// Messages per second over all connections (open loop); `None`: closed loop.
     pub rate: Option<f64>,
+    /// Open loop: how sends are spaced.
+    pub arrivals: Arrivals,
     /// Send work requests drawn from this mix (the server runs the work service); `None`:
     /// plain echo.
     pub work: Option<posa::server::WorkMix>,
+    /// A new connection for every message (connect, request, reply, close).
+    pub churn: bool,
 }
 
 impl Default for LoadConfig {
@@ -51,7 +83,9 @@ impl Default for LoadConfig {
             duration: Duration::from_secs(5),
             pipeline: 1,
             rate: None,
+            arrivals: Arrivals::Fixed,
             work: None,
+            churn: false,
         }
     }
 }
@@ -63,12 +97,20 @@ pub struct LoadReport {
     pub messages: u64,
     /// Bytes echoed back.
     pub bytes: u64,
-    /// Connections that failed (refused, reset, wrong bytes).
+    /// Connections that failed (reset, closed early, wrong bytes).
     pub errors: u64,
+    /// Connection attempts refused or failed (counted apart: under churn or overload a
+    /// refused connection is the server shedding load, and the attempt is made again).
+    pub refused: u64,
+    /// Connections opened (more than `conns` under churn).
+    pub connects: u64,
     /// How long it measured.
     pub elapsed: Duration,
-    /// Round-trip latency per message, in nanoseconds.
+    /// Round-trip latency per message from its intended send time, in nanoseconds.
     pub latency: hdrhistogram::Histogram<u64>,
+    /// Round-trip latency per message from when its first byte was written (equal to
+    /// `latency` in closed loop).
+    pub latency_sent: hdrhistogram::Histogram<u64>,
     /// Open loop (latency from the intended send time) or closed loop.
     pub open_loop: bool,
 }
@@ -84,9 +126,14 @@ impl LoadReport {
         self.bytes as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// A latency percentile.
+    /// A latency percentile (from the intended send time).
     pub fn percentile(&self, q: f64) -> Duration {
         Duration::from_nanos(self.latency.value_at_quantile(q))
+    }
+
+    /// A latency percentile from the actual send time.
+    pub fn percentile_sent(&self, q: f64) -> Duration {
+        Duration::from_nanos(self.latency_sent.value_at_quantile(q))
     }
 
     /// The largest latency.
@@ -99,11 +146,13 @@ impl LoadReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{} messages in {:.2?} ({} loop), {} errors",
+            "{} messages in {:.2?} ({} loop), {} errors, {} connects ({} refused)",
             self.messages,
             self.elapsed,
             if self.open_loop { "open" } else { "closed" },
-            self.errors
+            self.errors,
+            self.connects,
+            self.refused
         );
         let _ = writeln!(
             s,
@@ -120,41 +169,62 @@ impl LoadReport {
             self.percentile(0.999),
             self.max()
         );
+        if self.open_loop {
+            let _ = writeln!(
+                s,
+                "latency from the actual send (what a closed-loop tool reports): p50 {:.1?}  p99 {:.1?}  max {:.1?}",
+                self.percentile_sent(0.5),
+                self.percentile_sent(0.99),
+                Duration::from_nanos(self.latency_sent.max())
+            );
+        }
         s
     }
 
-    /// One JSON object.
+    /// One JSON object (serde).
     pub fn json(&self) -> String {
         let us = |d: Duration| d.as_secs_f64() * 1e6;
-        format!(
-            "{{\"messages\":{},\"bytes\":{},\"errors\":{},\"seconds\":{:.3},\"open_loop\":{},\
-             \"msgs_per_sec\":{:.1},\"bytes_per_sec\":{:.1},\"p50_us\":{:.1},\"p90_us\":{:.1},\
-             \"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1}}}",
-            self.messages,
-            self.bytes,
-            self.errors,
-            self.elapsed.as_secs_f64(),
-            self.open_loop,
-            self.msgs_per_sec(),
-            self.bytes_per_sec(),
-            us(self.percentile(0.5)),
-            us(self.percentile(0.9)),
-            us(self.percentile(0.99)),
-            us(self.percentile(0.999)),
-            us(self.max())
-        )
+        let v = serde_json::json!({
+            "messages": self.messages,
+            "bytes": self.bytes,
+            "errors": self.errors,
+            "refused": self.refused,
+            "connects": self.connects,
+            "seconds": self.elapsed.as_secs_f64(),
+            "open_loop": self.open_loop,
+            "msgs_per_sec": self.msgs_per_sec(),
+            "bytes_per_sec": self.bytes_per_sec(),
+            "p50_us": us(self.percentile(0.5)),
+            "p90_us": us(self.percentile(0.9)),
+            "p99_us": us(self.percentile(0.99)),
+            "p999_us": us(self.percentile(0.999)),
+            "max_us": us(self.max()),
+            "sent_p50_us": us(self.percentile_sent(0.5)),
+            "sent_p99_us": us(self.percentile_sent(0.99)),
+        });
+        v.to_string()
     }
 }
 
+/// One message not yet answered.
+struct Msg {
+    /// When it was issued (closed loop) or due (open loop).
+    due: Instant,
+    /// When its first byte was written.
+    sent_at: Option<Instant>,
+    header: Header,
+}
+
 struct Conn {
-    stream: TcpStream,
-    /// Bytes written so far / that should be written (messages issued * size).
+    /// `None` between a churned connection's close and its next connect.
+    stream: Option<TcpStream>,
+    /// Bytes written so far / that should be written (messages issued * size), on this
+    /// stream.
     sent: u64,
     target: u64,
     received: u64,
-    /// When each message not yet back was issued (or due, in open loop), and its work header
-    /// (work requests only).
-    issued: VecDeque<(Instant, Header)>,
+    /// The messages not yet back, oldest first.
+    issued: VecDeque<Msg>,
     /// Open loop: when the next message is due.
     next_due: Instant,
     dead: bool,
@@ -172,15 +242,29 @@ struct Messages<'a> {
 }
 
 impl Messages<'_> {
-    /// The header of the next message issued (unused for echo).
-    fn next_header(&mut self) -> Header {
-        match self.work {
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng.max(1);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// A message due at `due`.
+    fn issue(&mut self, due: Instant) -> Msg {
+        let header = match self.work {
             Some(mix) => {
                 let work = mix.draw(&mut self.rng);
-                let seed = (self.rng >> 32) as u32;
+                let seed = (self.next_random() >> 32) as u32;
                 work.header(self.size as usize, seed)
             }
             None => [0; HEADER],
+        };
+        Msg {
+            due,
+            sent_at: None,
+            header,
         }
     }
 
@@ -193,10 +277,73 @@ impl Messages<'_> {
             pattern_byte(o)
         }
     }
+
+    /// The gap to the next open-loop send: `mean`, or an exponential draw with that mean.
+    fn gap(&mut self, mean: Duration, arrivals: Arrivals) -> Duration {
+        match arrivals {
+            Arrivals::Fixed => mean,
+            Arrivals::Poisson => {
+                let u = ((self.next_random() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+                mean.mul_f64(-u.ln()).min(mean * 50)
+            }
+        }
+    }
 }
 
 fn pattern_byte(offset: u64) -> u8 {
     (offset % PATTERN) as u8
+}
+
+/// A connected, non-blocking client stream registered under `token`.
+fn open(addr: SocketAddr, poll: &Poll, token: usize) -> io::Result<TcpStream> {
+    let std_stream = std::net::TcpStream::connect(addr)?;
+    std_stream.set_nodelay(true)?;
+    std_stream.set_nonblocking(true)?;
+    let mut stream = TcpStream::from_std(std_stream);
+    poll.registry().register(
+        &mut stream,
+        Token(token),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
+    Ok(stream)
+}
+
+/// Connections that send nothing, held open beside a measurement. Dropping them resets them
+/// (SO_LINGER 0): closing 10,000 connections per model and round in order would leave as
+/// many client ports in TIME_WAIT and run the loopback out of ports within a suite.
+pub struct Idle {
+    held: Vec<std::net::TcpStream>,
+}
+
+impl Idle {
+    /// Connections open.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+}
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        for s in &self.held {
+            let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+/// Opens `n` idle connections; returns them and how many could not be opened.
+pub fn open_idle(addr: SocketAddr, n: usize) -> (Idle, usize) {
+    let mut held = Vec::with_capacity(n);
+    let mut failed = 0;
+    for _ in 0..n {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                tracing::debug!(error = %e, "load: an idle connection failed");
+                failed += 1;
+            }
+        }
+    }
+    (Idle { held }, failed)
 }
 
 /// Runs the load until `config.duration` passes or `stop` is set; `progress` gets the fraction
@@ -213,7 +360,7 @@ pub fn run(
             format!("work requests need messages of at least {HEADER} bytes"),
         ));
     }
-    let mut messages_kind = Messages {
+    let mut kind = Messages {
         size,
         work: config.work.as_ref(),
         rng: 0x2545_f491_4f6c_dd1d,
@@ -222,16 +369,17 @@ pub fn run(
     let mut poll = Poll::new()?;
     let mut list = Vec::with_capacity(conns);
     let start = Instant::now();
+    let mut connects = 0u64;
     for i in 0..conns {
-        let std_stream = std::net::TcpStream::connect(config.addr)?;
-        std_stream.set_nodelay(true)?;
-        std_stream.set_nonblocking(true)?;
-        let mut stream = TcpStream::from_std(std_stream);
-        poll.registry().register(
-            &mut stream,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        // Under churn a connection opens when its message is issued.
+        let stream = if config.churn {
+            None
+        } else {
+            connects += 1;
+            Some(open(config.addr, &poll, i).map_err(|e| {
+                io::Error::new(e.kind(), format!("connection {} of {conns}: {e}", i + 1))
+            })?)
+        };
         list.push(Conn {
             stream,
             sent: 0,
@@ -245,20 +393,34 @@ pub fn run(
     // Payload source: any window of the pattern is a slice of this buffer.
     let source: Vec<u8> = (0..64 * 1024 + PATTERN).map(pattern_byte).collect();
     let mut scratch = vec![0u8; 64 * 1024];
-    let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
-        .map_err(|e| io::Error::other(format!("{e:?}")))?;
-    let interval = config
+    let histogram = || {
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+            .map_err(|e| io::Error::other(format!("{e:?}")))
+    };
+    let mut lat = Latency {
+        intended: histogram()?,
+        sent: histogram()?,
+    };
+    let mean_gap = config
         .rate
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(conns as f64 / r));
     let begin = Instant::now();
     let end = begin + config.duration;
-    let (mut messages, mut errors) = (0u64, 0u64);
+    let (mut messages, mut errors, mut refused) = (0u64, 0u64, 0u64);
+    let in_flight = if config.churn {
+        1
+    } else {
+        config.pipeline.max(1)
+    };
     for c in &mut list {
         c.next_due = begin;
-        if interval.is_none() {
-            for _ in 0..config.pipeline.max(1) {
-                c.issued.push_back((begin, messages_kind.next_header()));
+        if let Some(gap) = mean_gap {
+            // Spread the first sends over one gap, so connections do not fire in step.
+            c.next_due = begin + kind.gap(gap, Arrivals::Poisson).min(gap);
+        } else {
+            for _ in 0..in_flight {
+                c.issued.push_back(kind.issue(begin));
                 c.target += size;
             }
         }
@@ -277,19 +439,19 @@ pub fn run(
             progress(now.duration_since(begin).as_secs_f64() / config.duration.as_secs_f64());
             last_progress = now;
         }
-        // Open loop: issue what is due.
+        // Open loop: issue what is due (one at a time per connection under churn).
         let mut next_wake = end;
-        if let Some(every) = interval {
+        if let Some(gap) = mean_gap {
+            let cap = if config.churn { 1 } else { MAX_OUTSTANDING };
             for (c, v) in list
                 .iter_mut()
                 .zip(visit.iter_mut())
                 .filter(|(c, _)| !c.dead)
             {
-                while c.next_due <= now && c.issued.len() < MAX_OUTSTANDING {
-                    c.issued
-                        .push_back((c.next_due, messages_kind.next_header()));
+                while c.next_due <= now && c.issued.len() < cap {
+                    c.issued.push_back(kind.issue(c.next_due));
                     c.target += size;
-                    c.next_due += every;
+                    c.next_due += kind.gap(gap, config.arrivals);
                     *v = true;
                 }
                 next_wake = next_wake.min(c.next_due);
@@ -299,23 +461,66 @@ pub fn run(
             if c.dead || !std::mem::take(&mut visit[i]) {
                 continue;
             }
+            if c.stream.is_none() {
+                if c.issued.is_empty() {
+                    continue; // churn, open loop: nothing due yet
+                }
+                match open(config.addr, &poll, i) {
+                    Ok(s) => {
+                        connects += 1;
+                        c.stream = Some(s);
+                        c.sent = 0;
+                        c.target = size * c.issued.len() as u64;
+                        c.received = 0;
+                    }
+                    Err(e) => {
+                        // Refused (backlog full, limit): the message waits, its latency
+                        // counting; try again on a later pass.
+                        tracing::debug!(conn = i, error = %e, "load: connect failed");
+                        refused += 1;
+                        next_wake = next_wake.min(Instant::now() + Duration::from_millis(1));
+                        continue;
+                    }
+                }
+            }
             match pump(
                 c,
                 &source,
                 &mut scratch,
-                &mut messages_kind,
-                &mut latency,
-                interval.is_none(),
+                &mut kind,
+                &mut lat,
+                mean_gap.is_none(),
+                config.churn,
             ) {
                 Ok((done, more)) => {
                     messages += done;
                     visit[i] = more;
+                    if config.churn && done > 0 {
+                        // One message per connection: close (the server sees the end of
+                        // stream) and connect afresh for the next.
+                        if let Some(mut s) = c.stream.take() {
+                            let _ = poll.registry().deregister(&mut s);
+                        }
+                        visit[i] = mean_gap.is_none() || !c.issued.is_empty();
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(conn = i, error = %e, "load: connection failed");
-                    c.dead = true;
                     errors += 1;
-                    let _ = poll.registry().deregister(&mut c.stream);
+                    if let Some(mut s) = c.stream.take() {
+                        let _ = poll.registry().deregister(&mut s);
+                    }
+                    if config.churn {
+                        // Lost with its connection: the message is not answered; the next
+                        // one goes over a new connection.
+                        c.issued.clear();
+                        if mean_gap.is_none() {
+                            c.issued.push_back(kind.issue(Instant::now()));
+                        }
+                        visit[i] = true;
+                    } else {
+                        c.dead = true;
+                    }
                 }
             }
         }
@@ -339,6 +544,14 @@ pub fn run(
                 *v = true;
             }
         }
+        if config.churn {
+            // A closed connection has no events: revisit those with a message waiting.
+            for (c, v) in list.iter().zip(visit.iter_mut()) {
+                if c.stream.is_none() && !c.issued.is_empty() {
+                    *v = true;
+                }
+            }
+        }
     }
     progress(1.0);
     let elapsed = begin
@@ -348,14 +561,32 @@ pub fn run(
         messages,
         bytes: messages * size,
         errors,
+        refused,
+        connects,
         elapsed: if stop.load(Ordering::Relaxed) {
             begin.elapsed()
         } else {
             elapsed
         },
-        latency,
-        open_loop: interval.is_some(),
+        latency: lat.intended,
+        latency_sent: lat.sent,
+        open_loop: mean_gap.is_some(),
     })
+}
+
+/// The two latency histograms: from the intended send time, and from the actual one.
+struct Latency {
+    intended: hdrhistogram::Histogram<u64>,
+    sent: hdrhistogram::Histogram<u64>,
+}
+
+impl Latency {
+    fn record(&mut self, msg: &Msg) {
+        let ns = |at: Instant| u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.intended.saturating_record(ns(msg.due).max(1));
+        self.sent
+            .saturating_record(ns(msg.sent_at.unwrap_or(msg.due)).max(1));
+    }
 }
 
 /// Writes what is owed and reads what came back; returns messages completed, and whether
@@ -365,10 +596,14 @@ fn pump(
     source: &[u8],
     scratch: &mut [u8],
     kind: &mut Messages<'_>,
-    latency: &mut hdrhistogram::Histogram<u64>,
+    lat: &mut Latency,
     closed_loop: bool,
+    churn: bool,
 ) -> io::Result<(u64, bool)> {
     let size = kind.size;
+    let Some(stream) = c.stream.as_mut() else {
+        return Ok((0, false));
+    };
     let mut done = 0;
     // Bounded per visit: a connection the server keeps up with must not starve the others
     // (its next messages wait for the next pass, like everyone else's).
@@ -376,27 +611,36 @@ fn pump(
         let mut progress = false;
         while c.sent < c.target {
             let len = ((c.target - c.sent) as usize).min(64 * 1024);
+            let first = c.received / size;
             let chunk = if kind.work.is_none() {
                 let off = (c.sent % PATTERN) as usize;
                 &source[off..off + len]
             } else {
                 // Work requests: the headers of the messages being written, pattern between.
-                let first = c.received / size;
                 let out = &mut scratch[..len];
                 for (i, b) in out.iter_mut().enumerate() {
                     let o = c.sent + i as u64;
                     let header = c
                         .issued
                         .get((o / size - first) as usize)
-                        .map_or(&[0; HEADER], |(_, h)| h);
+                        .map_or(&[0; HEADER], |m| &m.header);
                     *b = kind.byte(o, header);
                 }
                 &scratch[..len]
             };
-            match c.stream.write(chunk) {
+            match stream.write(chunk) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
+                    // Messages whose first byte went out now: their actual send time.
+                    let now = Instant::now();
+                    let from = c.sent.div_ceil(size);
                     c.sent += n as u64;
+                    let to = c.sent.div_ceil(size);
+                    for m in from..to {
+                        if let Some(msg) = c.issued.get_mut((m - first) as usize) {
+                            msg.sent_at.get_or_insert(now);
+                        }
+                    }
                     progress = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -404,7 +648,7 @@ fn pump(
                 Err(e) => return Err(e),
             }
         }
-        match c.stream.read(scratch) {
+        match stream.read(scratch) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => {
                 let first = c.received / size;
@@ -416,7 +660,7 @@ fn pump(
                     let header = c
                         .issued
                         .get((o / size - first) as usize)
-                        .map_or(&[0; HEADER], |(_, h)| h);
+                        .map_or(&[0; HEADER], |m| &m.header);
                     *b != kind.byte(o, header)
                 });
                 if wrong {
@@ -428,17 +672,19 @@ fn pump(
                 let before = c.received / size;
                 c.received += n as u64;
                 for _ in before..c.received / size {
-                    if let Some((at, _)) = c.issued.pop_front() {
-                        let ns = u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                        latency.saturating_record(ns.max(1));
+                    if let Some(msg) = c.issued.pop_front() {
+                        lat.record(&msg);
                     }
                     done += 1;
                     if closed_loop {
-                        c.issued.push_back((Instant::now(), kind.next_header()));
+                        c.issued.push_back(kind.issue(Instant::now()));
                         c.target += size;
                     }
                 }
                 progress = true;
+                if churn && done > 0 {
+                    return Ok((done, false)); // this connection is done: no further writes
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,

@@ -62,6 +62,13 @@ struct Workload {
     /// from each message's intended send time.
     #[arg(long, value_name = "MSGS/S", value_parser = parse_rate)]
     rate: Option<f64>,
+    /// Open loop: fixed (evenly spaced sends) or poisson (exponential gaps, same mean).
+    #[arg(long, default_value = "fixed")]
+    arrivals: load::Arrivals,
+    /// A new connection for every message (connect, request, reply, close): measures the
+    /// accept and connect path.
+    #[arg(long)]
+    churn: bool,
     /// Seconds to measure (compare: per model and round; default 5 for load, 2 for compare).
     #[arg(long, allow_negative_numbers = true)]
     duration: Option<f64>,
@@ -97,7 +104,9 @@ impl Workload {
             duration: positive_seconds("duration", self.duration.unwrap_or(default_secs))?,
             pipeline: self.pipeline,
             rate: self.rate,
+            arrivals: self.arrivals,
             work: self.work.clone(),
+            churn: self.churn,
         })
     }
 }
@@ -121,6 +130,20 @@ struct CompareArgs {
     /// Seconds of unmeasured load before each measurement.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Run every preset workload in turn and write one report (report.md with a table and a
+    /// chart per workload, suite.json) into --out. Rounds of 1 s unless --duration says.
+    #[arg(long)]
+    suite: bool,
+    /// Hold this many idle connections open while measuring (the `idle` preset: 10000).
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
+    /// Offer each model this multiple of its capacity (measured in the warm-up), open loop
+    /// (the `overload` preset: 1.5).
+    #[arg(long, value_parser = parse_rate)]
+    overload: Option<f64>,
+    /// Half-sync's workers (default: --threads; the blocking presets use 32).
+    #[arg(long, value_parser = at_least_one)]
+    sync_workers: Option<usize>,
     /// Measurements per model, interleaved round by round (A B C, A B C, ...); figures are
     /// the median with its min-max, and overlapping ranges are called a tie.
     #[arg(long, default_value_t = 3, value_parser = at_least_one)]
@@ -506,30 +529,37 @@ fn run_compare(args: CompareArgs) -> Result<(), String> {
         args.models.clone()
     };
     let preset = compare::preset(&args.workload)?;
-    let mut load = args.load.config(([127, 0, 0, 1], 0).into(), 2.0)?;
-    let (workload, workload_what) = if load.work.is_some() {
-        if args.workload != "echo" {
-            return Err("give either --workload or --work, not both".into());
-        }
-        ("custom".to_owned(), "a work mix of your own".to_owned())
-    } else {
-        if let Some(mix) = preset.work {
-            load.work = Some(
-                mix.parse()
-                    .map_err(|e| format!("preset {}: {e}", preset.name))?,
-            );
-        }
-        (preset.name.to_owned(), preset.what.to_owned())
-    };
-    let plan = compare::Plan {
+    let load = args.load.config(
+        ([127, 0, 0, 1], 0).into(),
+        if args.suite { 1.0 } else { 2.0 },
+    )?;
+    let custom = load.work.is_some() || args.idle > 0 || args.overload.is_some() || load.churn;
+    if custom && args.workload != "echo" {
+        return Err(
+            "give either --workload or the knobs (--work, --idle, --overload, --churn), not both"
+                .into(),
+        );
+    }
+    if args.suite && custom {
+        return Err(
+            "--suite runs every preset; it takes no --work, --idle, --overload or --churn".into(),
+        );
+    }
+    if args.overload.is_some() && load.rate.is_some() {
+        return Err("--overload sets each model's rate; give it or --rate, not both".into());
+    }
+    let base = compare::Plan {
         models,
         load,
-        workload,
-        workload_what,
+        workload: "custom".to_owned(),
+        workload_what: "a workload of your own".to_owned(),
         warmup: seconds("warmup", args.warmup)?,
         rounds: args.rounds,
         threads: args.threads,
-        sync_workers: preset.sync_workers,
+        sync_workers: args.sync_workers,
+        idle: args.idle,
+        overload: args.overload,
+        work_file: None,
         out: args.out.clone(),
         idle_timeout: Some(seconds("idle-timeout", args.idle_timeout)?).filter(|d| !d.is_zero()),
     };
@@ -539,14 +569,25 @@ fn run_compare(args: CompareArgs) -> Result<(), String> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     }
+    if args.suite {
+        return run_suite(&base, &stop);
+    }
+    let plan = if custom {
+        base
+    } else {
+        compare::Plan::for_preset(&base, preset)?
+    };
+    let estimate = |p: &compare::Plan| {
+        p.models.len() as f64
+            * (p.load.duration.as_secs_f64() * p.rounds as f64 + p.warmup.as_secs_f64())
+            * 1.05
+    };
     eprintln!(
         "posa compare: workload {}, {} models x {} rounds, about {:.0} s (posa compare --help for the knobs)",
         plan.workload,
         plan.models.len(),
         plan.rounds,
-        plan.models.len() as f64
-            * (plan.load.duration.as_secs_f64() * plan.rounds as f64 + plan.warmup.as_secs_f64())
-            * 1.05
+        estimate(&plan)
     );
     let (rows, setup) = compare::run(&plan, &stop).map_err(|e| e.to_string())?;
     print!("{}", compare::table(&rows, &plan, &setup));
@@ -556,6 +597,53 @@ fn run_compare(args: CompareArgs) -> Result<(), String> {
     let (json, chart) =
         compare::write_out(&plan.out, &rows, &plan, &setup).map_err(|e| e.to_string())?;
     println!("results: {}  chart: {}", json.display(), chart.display());
+    Ok(())
+}
+
+/// `posa compare --suite`: every preset in turn, one report.
+fn run_suite(base: &compare::Plan, stop: &Arc<AtomicBool>) -> Result<(), String> {
+    let plans = compare::PRESETS
+        .iter()
+        .map(|p| {
+            let mut plan = compare::Plan::for_preset(base, p)?;
+            plan.out = base.out.join(p.name);
+            Ok(plan)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let seconds: f64 = plans
+        .iter()
+        .map(|p| {
+            p.models.len() as f64
+                * (p.load.duration.as_secs_f64() * p.rounds as f64 + p.warmup.as_secs_f64())
+        })
+        .sum();
+    eprintln!(
+        "posa compare --suite: {} workloads x {} models x {} rounds, about {:.0} s",
+        plans.len(),
+        base.models.len(),
+        base.rounds,
+        seconds * 1.15
+    );
+    let mut done = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        eprintln!(
+            "[{}/{}] {}: {}",
+            i + 1,
+            plans.len(),
+            plan.workload,
+            plan.workload_what
+        );
+        let (rows, setup) =
+            compare::run(plan, stop).map_err(|e| format!("{}: {e}", plan.workload))?;
+        println!("{}", compare::table(&rows, plan, &setup));
+        compare::write_out(&plan.out, &rows, plan, &setup).map_err(|e| e.to_string())?;
+        done.push((plan.clone(), rows, setup));
+    }
+    let (md, json) = compare::write_suite(&base.out, &done).map_err(|e| e.to_string())?;
+    println!("report: {}  results: {}", md.display(), json.display());
     Ok(())
 }
 
