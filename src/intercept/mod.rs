@@ -288,6 +288,9 @@ impl fmt::Debug for Chain {
 }
 
 #[cfg(test)]
+mod behaviour_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Mutex;
