@@ -88,6 +88,8 @@ mod doc_pages {
     struct Reactor;
     #[doc = include_str!("../docs/net.md")]
     struct Net;
+    #[doc = include_str!("../docs/service.md")]
+    struct Service;
     #[doc = include_str!("../docs/leader-followers.md")]
     struct LeaderFollowers;
     #[doc = include_str!("../docs/thread-pool.md")]
