@@ -306,6 +306,36 @@ mod tests {
     }
 
     #[test]
+    fn a_timer_moved_earlier_fires_at_its_new_deadline() {
+        let t0 = Instant::now();
+        let mut q = TimerQueue::new();
+        let id = q.arm(1, t0 + ms(10));
+        assert!(q.reset(id, t0 + ms(5)));
+        assert_eq!(q.next_deadline(), Some(t0 + ms(5)));
+        assert_eq!(drain(&mut q, t0 + ms(6)), vec![1]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn stale_heap_entries_are_dropped_and_compacted_away() {
+        let t0 = Instant::now();
+        let mut q = TimerQueue::new();
+        // Earlier (a heap push), then later (lazy): the first entry is stale once settled.
+        let id = q.arm(1, t0 + ms(10));
+        assert!(q.reset(id, t0 + ms(5)));
+        assert!(q.reset(id, t0 + ms(20)));
+        assert_eq!(q.next_deadline(), Some(t0 + ms(20)));
+        assert_eq!(q.heap_len(), 1, "the stale entry is dropped, not re-queued");
+        // Many cancelled timers: the heap shrinks back near the live count.
+        let ids: Vec<_> = (0..1000).map(|i| q.arm(i, t0 + ms(50))).collect();
+        for id in ids {
+            assert!(q.cancel(id));
+        }
+        assert!(q.heap_len() <= 2 * q.len() + 64, "heap {}", q.heap_len());
+        assert_eq!(drain(&mut q, t0 + ms(100)), vec![1]);
+    }
+
+    #[test]
     fn cancel_and_stale_ids() {
         let t0 = Instant::now();
         let mut q = TimerQueue::new();
