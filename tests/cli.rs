@@ -101,6 +101,48 @@ fn compare_runs_every_preset_side_by_side_and_writes_results_and_a_chart() {
     }
 }
 
+/// `--sweep rate`: a curve per model from 10% to 120% of its capacity, JSON and chart.
+#[test]
+fn a_rate_sweep_charts_latency_against_offered_load() {
+    let out = std::env::temp_dir().join(format!("posa-sweep-test-{}", std::process::id()));
+    let run = posa()
+        .args([
+            "compare",
+            "--sweep",
+            "rate",
+            "--workload",
+            "cpu",
+            "--models",
+            "reactor",
+            "--duration",
+            "0.1",
+            "--conns",
+            "4",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    let points = json["models"][0]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 8);
+    assert_eq!(points[0]["fraction"], 0.1);
+    assert_eq!(points[7]["fraction"], 1.2);
+    for p in points {
+        assert_eq!(p["errors"], 0, "{p}");
+        assert!(p["achieved_per_sec"].as_f64() > Some(0.0), "{p}");
+    }
+    let svg = std::fs::read_to_string(out.join("sweep.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+    let _ = std::fs::remove_dir_all(out);
+}
+
 #[test]
 fn load_drives_a_server_and_reports_json() {
     let server = Server::start(ServerConfig {
@@ -181,6 +223,22 @@ fn bad_input_is_a_clear_error() {
         (&["compare", "--duration", "0"][..], "more than 0 seconds"),
         (&["compare", "--duration", "-1"][..], "--duration -1"),
         (&["compare", "--rounds", "0"][..], "at least 1"),
+        (
+            &["compare", "--sweep", "latency"][..],
+            "invalid value 'latency'",
+        ),
+        (
+            &["compare", "--sweep", "rate", "--rate", "100"][..],
+            "takes no --rate",
+        ),
+        (
+            &["compare", "--suite", "--work", "cpu:1ms"][..],
+            "--suite runs every preset",
+        ),
+        (
+            &["compare", "--arrivals", "bursty"][..],
+            "expected fixed or poisson",
+        ),
         (&["compare", "--rate", "0"][..], "positive rate"),
         (
             &["load", "--work", "cpu:1ms", "--size", "8"][..],

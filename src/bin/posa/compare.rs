@@ -1048,3 +1048,254 @@ pub fn write_out(
     std::fs::write(&c, svg(rows, &title))?;
     Ok((j, c))
 }
+
+/// The offered loads of `--sweep rate`, as fractions of each model's capacity.
+pub const SWEEP: [f64; 8] = [0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.2];
+
+/// One point of a latency-versus-offered-load curve.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepPoint {
+    pub fraction: f64,
+    pub offered_per_sec: f64,
+    pub achieved_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub errors: u64,
+}
+
+/// One model's curve.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepRow {
+    pub model: String,
+    /// Closed-loop messages a second in the warm-up: 100% on the curve.
+    pub capacity_per_sec: f64,
+    pub points: Vec<SweepPoint>,
+}
+
+/// `--sweep rate`: each model's capacity (closed loop, in its warm-up), then open-loop rates
+/// from 10% to 120% of it, the models interleaved at every step.
+pub fn sweep(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<SweepRow>, Setup)> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    raise_fd_limit();
+    let pinned = cpus >= 2 && pin(0, 0).is_ok();
+    let setup = Setup::probe(cpus, pinned);
+    let exe = std::env::current_exe()?;
+    let mut servers = Vec::new();
+    for model in &plan.models {
+        let server = Server::start(&exe, model, plan)?;
+        if pinned {
+            let _ = pin_range(server.child.id() as i32, 1, cpus);
+        }
+        servers.push(server);
+    }
+    let bar = indicatif::ProgressBar::new((plan.models.len() * (SWEEP.len() + 1)) as u64);
+    let mut rows: Vec<SweepRow> = Vec::new();
+    for (server, model) in servers.iter().zip(&plan.models) {
+        let mut cfg = plan.load.clone();
+        cfg.addr = server.addr;
+        cfg.rate = None;
+        cfg.duration = plan.warmup.max(Duration::from_millis(500));
+        let capacity = load::run(&cfg, stop, |_| {})
+            .map_err(|e| io::Error::new(e.kind(), format!("{model}: {e}")))?
+            .msgs_per_sec();
+        bar.inc(1);
+        rows.push(SweepRow {
+            model: model.clone(),
+            capacity_per_sec: capacity,
+            points: Vec::new(),
+        });
+    }
+    'steps: for fraction in SWEEP {
+        for (server, row) in servers.iter().zip(rows.iter_mut()) {
+            if stop.load(Ordering::Relaxed) {
+                break 'steps;
+            }
+            let mut cfg = plan.load.clone();
+            cfg.addr = server.addr;
+            let offered = (row.capacity_per_sec * fraction).max(1.0);
+            cfg.rate = Some(offered);
+            let r = load::run(&cfg, stop, |_| {})
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", row.model)))?;
+            bar.inc(1);
+            let us = |d: Duration| d.as_secs_f64() * 1e6;
+            row.points.push(SweepPoint {
+                fraction,
+                offered_per_sec: offered,
+                achieved_per_sec: r.msgs_per_sec(),
+                p50_us: us(r.percentile(0.5)),
+                p99_us: us(r.percentile(0.99)),
+                errors: r.errors,
+            });
+        }
+    }
+    bar.finish_and_clear();
+    for server in servers {
+        server.stop()?;
+    }
+    Ok((rows, setup))
+}
+
+/// The sweep as a table: per model, each step's offered and achieved rate and latency.
+pub fn sweep_table(rows: &[SweepRow], plan: &Plan, setup: &Setup) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "posa compare --sweep rate: workload {} ({}), {} connections, {:.1?} per step; {} CPUs, Linux {}",
+        plan.workload,
+        plan.workload_what,
+        plan.load.conns,
+        plan.load.duration,
+        setup.cpus,
+        setup.kernel
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "\n{} (capacity {:.0} msgs/s closed loop)\n{:>6} {:>11} {:>11} {:>10} {:>10} {:>6}",
+            r.model,
+            r.capacity_per_sec,
+            "load",
+            "offered/s",
+            "achieved/s",
+            "p50 us",
+            "p99 us",
+            "errors"
+        );
+        for p in &r.points {
+            let _ = writeln!(
+                s,
+                "{:>5.0}% {:>11.0} {:>11.0} {:>10.0} {:>10.0} {:>6}",
+                p.fraction * 100.0,
+                p.offered_per_sec,
+                p.achieved_per_sec,
+                p.p50_us,
+                p.p99_us,
+                p.errors
+            );
+        }
+    }
+    s
+}
+
+/// Latency versus offered load, p99 (solid) and p50 (dashed) per model, log scale: the chart
+/// wrk2 users read first.
+pub fn sweep_svg(rows: &[SweepRow], title: &str) -> String {
+    const COLORS: [&str; 9] = [
+        "#4878a8", "#c8643c", "#58a058", "#a05898", "#b8a030", "#404040", "#30a0b0", "#d04060",
+        "#8060c0",
+    ];
+    let (left, top, w, h) = (70.0, 40.0, 520.0, 300.0);
+    let values = rows
+        .iter()
+        .flat_map(|r| r.points.iter())
+        .flat_map(|p| [p.p50_us, p.p99_us])
+        .filter(|v| *v > 0.0);
+    let (lo, hi) = values.fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if hi <= 0.0 {
+        (1.0, 10.0)
+    } else {
+        (
+            10f64.powf(lo.log10().floor()),
+            10f64.powf(hi.log10().ceil()).max(lo * 10.0),
+        )
+    };
+    let x = |f: f64| left + f / 1.2 * w;
+    let y = |v: f64| top + h - (v.max(lo).log10() - lo.log10()) / (hi.log10() - lo.log10()) * h;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"14\">{}</text>\n\
+         <line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">offered load (% of each model's capacity)</text>\n",
+        left + w + 170.0,
+        top + h + 50.0,
+        xml(title),
+        top + h,
+        left + w,
+        top + h,
+        top + h,
+        left + w / 2.0,
+        top + h + 40.0
+    );
+    for f in SWEEP {
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{:.0}</text>",
+            x(f),
+            top + h + 16.0,
+            f * 100.0
+        );
+    }
+    let mut decade = lo;
+    while decade <= hi * 1.001 {
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{} us</text>",
+            left - 6.0,
+            y(decade) + 4.0,
+            decade
+        );
+        decade *= 10.0;
+    }
+    for (i, r) in rows.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        for (dash, value) in [("", 0usize), (" stroke-dasharray=\"4 3\"", 1)] {
+            let pts: Vec<String> = r
+                .points
+                .iter()
+                .map(|p| {
+                    let v = if value == 0 { p.p99_us } else { p.p50_us };
+                    format!("{:.1},{:.1}", x(p.fraction), y(v))
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>",
+                pts.join(" ")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{}</text>",
+            left + w + 12.0,
+            top + 14.0 + i as f64 * 16.0,
+            xml(&r.model)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\">solid p99, dashed p50</text>",
+        left + w + 12.0,
+        top + 20.0 + rows.len() as f64 * 16.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Writes sweep.json and sweep.svg into `dir`.
+pub fn write_sweep(
+    dir: &Path,
+    rows: &[SweepRow],
+    plan: &Plan,
+    setup: &Setup,
+) -> io::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let j = dir.join("sweep.json");
+    let c = dir.join("sweep.svg");
+    let json = serde_json::json!({
+        "workload": plan.workload,
+        "what": plan.workload_what,
+        "conns": plan.load.conns,
+        "seconds_per_step": plan.load.duration.as_secs_f64(),
+        "machine": setup,
+        "models": rows,
+    });
+    std::fs::write(&j, format!("{json:#}\n"))?;
+    let title = format!(
+        "latency vs offered load, workload {}, {} connections",
+        plan.workload, plan.load.conns
+    );
+    std::fs::write(&c, sweep_svg(rows, &title))?;
+    Ok((j, c))
+}

@@ -134,6 +134,10 @@ struct CompareArgs {
     /// chart per workload, suite.json) into --out. Rounds of 1 s unless --duration says.
     #[arg(long)]
     suite: bool,
+    /// Sweep the offered load: `rate` measures each model's capacity, then open-loop rates
+    /// from 10% to 120% of it, and charts p50 and p99 against the offered load (sweep.svg).
+    #[arg(long, value_parser = ["rate"])]
+    sweep: Option<String>,
     /// Hold this many idle connections open while measuring (the `idle` preset: 10000).
     #[arg(long, default_value_t = 0)]
     idle: usize,
@@ -570,6 +574,9 @@ fn run_compare(args: CompareArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     }
     if args.suite {
+        if args.sweep.is_some() {
+            return Err("give --suite or --sweep, not both".into());
+        }
         return run_suite(&base, &stop);
     }
     let plan = if custom {
@@ -577,6 +584,26 @@ fn run_compare(args: CompareArgs) -> Result<(), String> {
     } else {
         compare::Plan::for_preset(&base, preset)?
     };
+    if args.sweep.is_some() {
+        if plan.load.rate.is_some() || plan.overload.is_some() {
+            return Err("--sweep rate sets the rates; it takes no --rate or --overload".into());
+        }
+        eprintln!(
+            "posa compare --sweep rate: workload {}, {} models x {} steps, about {:.0} s",
+            plan.workload,
+            plan.models.len(),
+            compare::SWEEP.len(),
+            plan.models.len() as f64
+                * (plan.load.duration.as_secs_f64() * compare::SWEEP.len() as f64 + 0.5)
+                * 1.05
+        );
+        let (rows, setup) = compare::sweep(&plan, &stop).map_err(|e| e.to_string())?;
+        print!("{}", compare::sweep_table(&rows, &plan, &setup));
+        let (json, chart) =
+            compare::write_sweep(&plan.out, &rows, &plan, &setup).map_err(|e| e.to_string())?;
+        println!("results: {}  chart: {}", json.display(), chart.display());
+        return Ok(());
+    }
     let estimate = |p: &compare::Plan| {
         p.models.len() as f64
             * (p.load.duration.as_secs_f64() * p.rounds as f64 + p.warmup.as_secs_f64())
