@@ -224,3 +224,57 @@ impl<J: Send> Scheduler<J> for EarliestDeadline<J> {
         self.0.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(seq: u64, priority: u8, deadline: Option<Instant>, enqueued: Instant) -> Queued<u64> {
+        Queued {
+            meta: JobMeta {
+                seq,
+                priority,
+                deadline,
+                enqueued,
+            },
+            job: seq,
+        }
+    }
+
+    #[test]
+    fn priority_clamps_counts_and_ages_by_whole_periods() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut p = Priority::new(3, Some(ms(10)));
+        assert!(p.uses_time(), "aging reads the clock");
+        assert!(!Priority::<u64>::new(3, None).uses_time());
+        assert!(p.is_empty());
+        p.push(job(1, 200, None, t0)); // above levels-1: clamped to the top level
+        p.push(job(2, 2, None, t0 + ms(10)));
+        p.push(job(3, 0, None, t0));
+        assert_eq!((p.len(), p.is_empty()), (3, false));
+        assert_eq!(p.pop(t0).map(|q| q.job), Some(1), "top level, oldest first");
+        // At +10 ms job 3 has aged one period (effective 1), below job 2 (2).
+        assert_eq!(p.pop(t0 + ms(10)).map(|q| q.job), Some(2));
+        assert_eq!(p.pop(t0 + ms(10)).map(|q| q.job), Some(3));
+        assert!(p.pop(t0).is_none());
+        // Aged past a higher level: 30 ms = 3 periods beats level 2 queued just now.
+        p.push(job(4, 0, None, t0));
+        p.push(job(5, 2, None, t0 + ms(30)));
+        assert_eq!(p.pop(t0 + ms(30)).map(|q| q.job), Some(4));
+        assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn earliest_deadline_counts_and_orders_deadlines_before_none() {
+        let t0 = Instant::now();
+        let mut e = EarliestDeadline::default();
+        e.push(job(1, 0, None, t0));
+        e.push(job(2, 0, Some(t0 + Duration::from_millis(5)), t0));
+        e.push(job(3, 0, Some(t0 + Duration::from_millis(1)), t0));
+        assert_eq!(e.len(), 3);
+        let order: Vec<u64> = std::iter::from_fn(|| e.pop(t0).map(|q| q.job)).collect();
+        assert_eq!(order, [3, 2, 1]);
+        assert_eq!(e.len(), 0);
+    }
+}
