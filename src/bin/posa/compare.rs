@@ -394,7 +394,7 @@ pub fn verdict(rows: &[Row]) -> String {
 /// order, so drift on a shared machine hits every model alike.
 pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    raise_fd_limit();
+    load::raise_fd_limit();
     let pinned = cpus >= 2 && pin(0, 0).is_ok(); // the client on CPU 0
     let setup = Setup::probe(cpus, pinned);
     let exe = std::env::current_exe()?;
@@ -510,19 +510,6 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)>
     match failed {
         Some(e) => Err(e),
         None => Ok((rows, setup)),
-    }
-}
-
-/// Lifts this process's open-file limit to its hard limit (10,000 idle connections need
-/// more than the usual 1,024); the servers inherit it.
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max.min(1 << 20);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
     }
 }
 
@@ -1076,7 +1063,7 @@ pub struct SweepRow {
 /// from 10% to 120% of it, the models interleaved at every step.
 pub fn sweep(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<SweepRow>, Setup)> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    raise_fd_limit();
+    load::raise_fd_limit();
     let pinned = cpus >= 2 && pin(0, 0).is_ok();
     let setup = Setup::probe(cpus, pinned);
     let exe = std::env::current_exe()?;

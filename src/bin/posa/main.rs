@@ -182,6 +182,10 @@ struct LoadArgs {
     addr: std::net::SocketAddr,
     #[command(flatten)]
     workload: Workload,
+    /// Hold this many idle connections open (sending nothing) while measuring, at most
+    /// 100000.
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -676,10 +680,21 @@ fn run_suite(base: &compare::Plan, stop: &Arc<AtomicBool>) -> Result<(), String>
 
 fn run_load(args: LoadArgs) -> Result<(), String> {
     let config = args.workload.config(args.addr, 5.0)?;
+    if args.idle > 100_000 {
+        return Err("--idle: at most 100000 connections".into());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop));
+    let (idle, failed) = load::open_idle(args.addr, args.idle);
+    if failed > 0 {
+        eprintln!(
+            "posa load: {failed} of {} idle connections could not be opened",
+            args.idle
+        );
+    }
     let report =
         load::run(&config, &stop, |_| {}).map_err(|e| format!("cannot load {}: {e}", args.addr))?;
+    drop(idle);
     if args.json {
         println!("{}", report.json());
     } else {
