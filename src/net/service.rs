@@ -51,7 +51,16 @@ use std::fmt;
 
 use super::Peer;
 
-/// A protocol served over a byte stream: framing and work. See the [module docs](self).
+/// A protocol served over a byte stream: framing and work; posa owns the rest (sockets,
+/// buffers, water marks, half-close, idle timeout, drain, lingering close), and
+/// [`Server::serve`](crate::server::Server::serve) runs it on any model.
+///
+/// `frame` runs on the I/O thread and must be cheap; `call` gets one whole request and may
+/// compute or block, wherever the model runs it (on the loop for the reactor models, on the
+/// pool for half-sync, in the completion handler for the proactor). A connection's requests
+/// are called in order and their replies go out in that order; malformed input closes the
+/// connection lingering after the replies to the requests before it. The repository's
+/// `docs/service.md` has the whole picture, with an example on three models.
 pub trait Service: Send + Sync + 'static {
     /// The length of the first request in `input` (non-empty): `Ok(Some(n))` with
     /// `1 <= n <= input.len()`, `Ok(None)` if more bytes are needed, or an error for malformed
@@ -79,6 +88,11 @@ pub trait Service: Send + Sync + 'static {
     }
 }
 
+/// A shared service (`Arc<dyn Service>`, chosen at run time) is a service.
+#[allow(
+    clippy::disallowed_types,
+    reason = "users' std Arc around a service, not state shared by posa's threads"
+)]
 impl<S: Service + ?Sized> Service for std::sync::Arc<S> {
     fn frame(&self, input: &[u8]) -> Result<Option<usize>, ProtocolError> {
         (**self).frame(input)

@@ -65,7 +65,9 @@ impl Default for ConnConfig {
     }
 }
 
-/// One connection of a [`Service`] on a reactor. See the [module docs](self).
+/// One connection of a [`Service`] on a reactor: reads, frames, calls the service on the
+/// loop thread and writes the replies in order, with bounded buffers, backpressure,
+/// half-close, an idle timeout, drain and lingering close.
 pub struct ServiceConn<S> {
     service: Arc<S>,
     stream: Stream,
