@@ -284,6 +284,8 @@ pub struct Row {
     pub idle_bytes_per_conn: Option<Spread>,
     /// The server's peak resident memory over the whole run.
     pub peak_rss_kib: u64,
+    /// What went wrong, if the model failed (it is then measured no further).
+    pub failures: Vec<String>,
 }
 
 impl Row {
@@ -302,6 +304,7 @@ impl Row {
             model,
             samples,
             peak_rss_kib,
+            failures: Vec::new(),
         }
     }
 }
@@ -415,18 +418,20 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)>
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
     let mut capacity = vec![0.0f64; servers.len()];
     let mut rss_base = vec![0u64; servers.len()];
-    let mut failed = None;
+    // A model that fails (its server exits, refuses, breaks the protocol) is reported with
+    // what went wrong; the others are still measured.
+    let mut failures: Vec<Vec<String>> = vec![Vec::new(); servers.len()];
     'rounds: for round in 0..=plan.rounds {
         for (i, server) in servers.iter_mut().enumerate() {
             if stop.load(Ordering::Relaxed) {
                 break 'rounds;
             }
+            if !failures[i].is_empty() {
+                continue; // this model failed: the others go on
+            }
             if let Ok(Some(status)) = server.child.try_wait() {
-                failed = Some(io::Error::other(format!(
-                    "{}: the server exited ({status}) before round {round}",
-                    plan.models[i]
-                )));
-                break 'rounds;
+                failures[i].push(format!("the server exited ({status}) before round {round}"));
+                continue;
             }
             let model = &plan.models[i];
             let mut cfg = plan.load.clone();
@@ -442,8 +447,9 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)>
                     match load::run(&cfg, stop, |_| {}) {
                         Ok(r) => capacity[i] = r.msgs_per_sec(),
                         Err(e) => {
-                            failed = Some(io::Error::new(e.kind(), format!("{model}: {e}")));
-                            break 'rounds;
+                            failures[i].push(format!("warm-up: {e}"));
+                            bar.inc(1);
+                            continue;
                         }
                     }
                 }
@@ -470,11 +476,9 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)>
             let report = match report {
                 Ok(r) => r,
                 Err(e) => {
-                    failed = Some(io::Error::new(
-                        e.kind(),
-                        format!("{model}, round {round}: {e}"),
-                    ));
-                    break 'rounds;
+                    failures[i].push(format!("round {round}: {e}"));
+                    bar.inc(1);
+                    continue;
                 }
             };
             bar.inc(1);
@@ -501,16 +505,31 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)>
     }
     bar.finish_and_clear();
     let mut rows = Vec::new();
-    for ((server, model), samples) in servers.into_iter().zip(&plan.models).zip(samples) {
+    let iter = servers
+        .into_iter()
+        .zip(&plan.models)
+        .zip(samples)
+        .zip(failures);
+    for (((server, model), samples), failures) in iter {
         let usage = server.stop()?;
-        if !samples.is_empty() {
-            rows.push(Row::new(model.clone(), samples, usage.max_rss_kib));
+        if !samples.is_empty() || !failures.is_empty() {
+            let mut row = Row::new(model.clone(), samples, usage.max_rss_kib);
+            row.errors += failures.len() as u64;
+            row.failures = failures;
+            rows.push(row);
         }
     }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok((rows, setup)),
+    if !rows.is_empty() && rows.iter().all(|r| r.samples.is_empty()) {
+        let why: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{}: {}", r.model, r.failures.join("; ")))
+            .collect();
+        return Err(io::Error::other(format!(
+            "every model failed: {}",
+            why.join(" | ")
+        )));
     }
+    Ok((rows, setup))
 }
 
 /// A process's resident memory now, KiB (0 if unreadable).
@@ -830,6 +849,9 @@ pub fn table(rows: &[Row], plan: &Plan, setup: &Setup) -> String {
             r.peak_rss_kib / 1024,
             r.errors
         );
+    }
+    for r in rows.iter().filter(|r| !r.failures.is_empty()) {
+        let _ = writeln!(s, "{} failed: {}", r.model, r.failures.join("; "));
     }
     let _ = writeln!(s, "{}", verdict(rows));
     s
