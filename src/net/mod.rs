@@ -102,12 +102,31 @@ pub enum Listener {
     Unix(mio::net::UnixListener, PathBuf),
 }
 
+/// Connections a TCP listener's accept queue holds (the kernel caps it at somaxconn).
+pub const LISTEN_BACKLOG: i32 = 1024;
+
 impl Listener {
     /// Binds to `addr`. For a Unix path, a stale socket file left by a dead server is removed
     /// first; any other existing file is an error.
     pub fn bind(addr: &Addr) -> io::Result<Self> {
         match addr {
-            Addr::Tcp(a) => mio::net::TcpListener::bind(*a).map(Listener::Tcp),
+            Addr::Tcp(a) => {
+                // The accept queue holds LISTEN_BACKLOG connections (capped by the kernel's
+                // somaxconn): a burst of connects beyond it has its SYNs dropped and waits a
+                // 1 s retransmit. std's 128 made opening 10,000 connections take minutes on
+                // a busy machine.
+                let socket = socket2::Socket::new(
+                    socket2::Domain::for_address(*a),
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                socket.set_reuse_address(true)?;
+                socket.set_nonblocking(true)?;
+                socket.bind(&(*a).into())?;
+                socket.listen(LISTEN_BACKLOG)?;
+                let std: std::net::TcpListener = socket.into();
+                Ok(Listener::Tcp(mio::net::TcpListener::from_std(std)))
+            }
             Addr::Unix(path) => {
                 if let Ok(meta) = std::fs::symlink_metadata(path) {
                     use std::os::unix::fs::FileTypeExt;
