@@ -64,7 +64,20 @@ fn exit_on_signal() -> io::Result<()> {
 }
 
 fn thread_per_conn(addr: &str, max_conns: usize, buffer: usize, service: Svc) -> io::Result<()> {
-    let listener = TcpListener::bind(addr)?;
+    // The same accept queue as posa's listeners (std's default is 128), so the comparison
+    // measures the threading model, not the backlog.
+    let listener = {
+        let addr: std::net::SocketAddr = addr.parse().map_err(io::Error::other)?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(posa::net::LISTEN_BACKLOG)?;
+        TcpListener::from(socket)
+    };
     exit_on_signal()?;
     eprintln!(
         "posa echo-server: listening on {} (model thread-per-conn)",
