@@ -423,6 +423,58 @@ mod tests {
         (pool, open, held)
     }
 
+    /// cargo-mutants found these unstated: `queued` counting what waits (on both queue
+    /// kinds), the builder's `timing` and `interceptors` taking effect.
+    #[test]
+    fn queued_counts_waiting_jobs_and_builder_options_take_effect() {
+        for builder in [
+            ThreadPool::builder(),
+            ThreadPool::builder().work_stealing(),
+            ThreadPool::builder().scheduler(Fifo::default()),
+        ] {
+            let (pool, open, held) = gated_with(builder);
+            let waiting: Vec<_> = (0..3).map(|_| pool.submit(|| ()).unwrap()).collect();
+            assert_eq!(pool.queued(), 3);
+            assert_eq!(pool.stats().queued, 3);
+            open.send(()).unwrap();
+            held.wait().into_result().unwrap();
+            for t in waiting {
+                t.wait().into_result().unwrap();
+            }
+            assert_eq!(pool.queued(), 0);
+        }
+        let untimed = ThreadPool::builder()
+            .threads(1)
+            .timing(false)
+            .build()
+            .unwrap();
+        untimed.submit(|| ()).unwrap().wait().into_result().unwrap();
+        assert!(untimed.stats().run_time.is_none());
+        let timed = ThreadPool::builder()
+            .threads(1)
+            .timing(true)
+            .build()
+            .unwrap();
+        timed.submit(|| ()).unwrap().wait().into_result().unwrap();
+        assert!(timed.stats().run_time.is_some());
+        // A rate limit at admission refuses the second submit within its burst of one.
+        let limited = ThreadPool::builder()
+            .threads(1)
+            .interceptors(
+                crate::intercept::Chain::new().with(
+                    crate::intercept::RateLimit::global(0.001, 1)
+                        .at(&[crate::intercept::Point::PoolSubmit]),
+                ),
+            )
+            .build()
+            .unwrap();
+        limited.submit(|| ()).unwrap().wait().into_result().unwrap();
+        assert!(matches!(
+            limited.submit(|| ()),
+            Err(crate::error::Refused::Rejected(..))
+        ));
+    }
+
     fn gated(
         scheduler: impl Scheduler<Job> + 'static,
     ) -> (ThreadPool, mpsc::Sender<()>, JobToken<()>) {
