@@ -382,7 +382,7 @@ pub fn verdict(rows: &[Row]) -> String {
         });
     match against {
         Some(r) if r.msgs_per_sec.median > 0.0 => format!(
-            "winner: {}, {:.1}x the {}",
+            "winner: {}, {:.2}x the {}",
             best.model,
             best.msgs_per_sec.median / r.msgs_per_sec.median,
             r.model
@@ -396,7 +396,7 @@ pub fn verdict(rows: &[Row]) -> String {
 /// up (and measures its closed-loop capacity), then each round measures every model once, in
 /// order, so drift on a shared machine hits every model alike.
 pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = online_cpus();
     load::raise_fd_limit();
     let pinned = cpus >= 2 && pin(0, 0).is_ok(); // the client on CPU 0
     let setup = Setup::probe(cpus, pinned);
@@ -530,6 +530,15 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)>
         )));
     }
     Ok((rows, setup))
+}
+
+/// The machine's online CPUs. Not `available_parallelism`: that is this process's affinity,
+/// which the first measurement narrows to CPU 0 (the client's), so a second plan in the same
+/// process (`--suite`) saw one CPU and ran servers and client on it.
+fn online_cpus() -> usize {
+    // SAFETY: sysconf only reads its argument.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
 }
 
 /// A process's resident memory now, KiB (0 if unreadable).
@@ -1084,7 +1093,7 @@ pub struct SweepRow {
 /// `--sweep rate`: each model's capacity (closed loop, in its warm-up), then open-loop rates
 /// from 10% to 120% of it, the models interleaved at every step.
 pub fn sweep(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<SweepRow>, Setup)> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = online_cpus();
     load::raise_fd_limit();
     let pinned = cpus >= 2 && pin(0, 0).is_ok();
     let setup = Setup::probe(cpus, pinned);
