@@ -63,21 +63,26 @@ fn exit_on_signal() -> io::Result<()> {
     Ok(())
 }
 
+/// A listener with posa's accept queue depth ([`posa::net::LISTEN_BACKLOG`]), non-blocking.
+fn listen(addr: &str) -> io::Result<TcpListener> {
+    let addr: std::net::SocketAddr = addr.parse().map_err(io::Error::other)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(posa::net::LISTEN_BACKLOG)?;
+    Ok(TcpListener::from(socket))
+}
+
 fn thread_per_conn(addr: &str, max_conns: usize, buffer: usize, service: Svc) -> io::Result<()> {
     // The same accept queue as posa's listeners (std's default is 128), so the comparison
     // measures the threading model, not the backlog.
-    let listener = {
-        let addr: std::net::SocketAddr = addr.parse().map_err(io::Error::other)?;
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(posa::net::LISTEN_BACKLOG)?;
-        TcpListener::from(socket)
-    };
+    let listener = listen(addr)?;
+    listener.set_nonblocking(false)?;
     exit_on_signal()?;
     eprintln!(
         "posa echo-server: listening on {} (model thread-per-conn)",
@@ -146,7 +151,8 @@ fn tokio_serve(
     };
     exit_on_signal()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        // The same accept queue as posa's listeners (tokio's bind gives 128 here).
+        let listener = tokio::net::TcpListener::from_std(listen(addr)?)?;
         eprintln!(
             "posa echo-server: listening on {} (model {name})",
             listener.local_addr()?
