@@ -396,20 +396,7 @@ pub fn verdict(rows: &[Row]) -> String {
 /// up (and measures its closed-loop capacity), then each round measures every model once, in
 /// order, so drift on a shared machine hits every model alike.
 pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)> {
-    let cpus = online_cpus();
-    load::raise_fd_limit();
-    let pinned = cpus >= 2 && pin(0, 0).is_ok(); // the client on CPU 0
-    let setup = Setup::probe(cpus, pinned);
-    let exe = std::env::current_exe()?;
-    let mut servers = Vec::new();
-    for model in &plan.models {
-        let server = Server::start(&exe, model, plan)?;
-        if pinned {
-            // Servers on the other CPUs: client and server do not fight for one core.
-            let _ = pin_range(server.child.id() as i32, 1, cpus);
-        }
-        servers.push(server);
-    }
+    let (mut servers, setup) = start_servers(plan)?;
     let bar = indicatif::ProgressBar::new((plan.models.len() * (plan.rounds + 1)) as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>28} [{bar:40}] {pos}/{len} {elapsed}")
@@ -530,6 +517,25 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<Row>, Setup)>
         )));
     }
     Ok((rows, setup))
+}
+
+/// Pins this thread (the client) to CPU 0 and starts every model's server on the other
+/// CPUs, so client and servers do not fight for one core; describes the machine.
+fn start_servers(plan: &Plan) -> io::Result<(Vec<Server>, Setup)> {
+    let cpus = online_cpus();
+    load::raise_fd_limit();
+    let pinned = cpus >= 2 && pin(0, 0).is_ok();
+    let setup = Setup::probe(cpus, pinned);
+    let exe = std::env::current_exe()?;
+    let mut servers = Vec::new();
+    for model in &plan.models {
+        let server = Server::start(&exe, model, plan)?;
+        if pinned {
+            let _ = pin_range(server.child.id() as i32, 1, cpus);
+        }
+        servers.push(server);
+    }
+    Ok((servers, setup))
 }
 
 /// The machine's online CPUs. Not `available_parallelism`: that is this process's affinity,
@@ -1093,19 +1099,7 @@ pub struct SweepRow {
 /// `--sweep rate`: each model's capacity (closed loop, in its warm-up), then open-loop rates
 /// from 10% to 120% of it, the models interleaved at every step.
 pub fn sweep(plan: &Plan, stop: &Arc<AtomicBool>) -> io::Result<(Vec<SweepRow>, Setup)> {
-    let cpus = online_cpus();
-    load::raise_fd_limit();
-    let pinned = cpus >= 2 && pin(0, 0).is_ok();
-    let setup = Setup::probe(cpus, pinned);
-    let exe = std::env::current_exe()?;
-    let mut servers = Vec::new();
-    for model in &plan.models {
-        let server = Server::start(&exe, model, plan)?;
-        if pinned {
-            let _ = pin_range(server.child.id() as i32, 1, cpus);
-        }
-        servers.push(server);
-    }
+    let (servers, setup) = start_servers(plan)?;
     let bar = indicatif::ProgressBar::new((plan.models.len() * (SWEEP.len() + 1)) as u64);
     let mut rows: Vec<SweepRow> = Vec::new();
     for (server, model) in servers.iter().zip(&plan.models) {
