@@ -126,16 +126,16 @@ fn a_deadline_refuses_only_after_it_passed_and_only_where_it_applies() {
     assert_eq!(deadline.before(&q), Ok(()));
     clock.advance(Duration::from_nanos(1));
     assert!(deadline.before(&q).is_err());
-    // At other points than the configured ones it lets everything through.
-    let only_jobs = Deadline::new()
+    // Only at the configured points (not the default pool-job and method-request ones).
+    let only_accepts = Deadline::new()
         .max_wait(Duration::ZERO)
-        .at(&[Point::PoolJob])
+        .at(&[Point::Accept])
         .clock(shared_clock);
-    let mut accept = Dispatch::new(Point::Accept, 3);
-    accept.deadline = Some(clock.now() - Duration::from_millis(1));
-    assert_eq!(only_jobs.before(&accept), Ok(()));
-    accept.point = Point::PoolJob;
-    assert!(only_jobs.before(&accept).is_err());
+    let mut late = Dispatch::new(Point::PoolJob, 3);
+    late.deadline = Some(clock.now() - Duration::from_millis(1));
+    assert_eq!(only_accepts.before(&late), Ok(()));
+    late.point = Point::Accept;
+    assert!(only_accepts.before(&late).is_err());
 }
 
 #[test]
