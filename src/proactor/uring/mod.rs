@@ -49,9 +49,31 @@ use shared::{Key, RingShared};
 /// A timer waiting to fire.
 pub(super) type TimerCompleter = Completer<(), std::convert::Infallible>;
 
-/// Probes the kernel for everything the backend needs.
+/// Probes the kernel for everything the backend needs, once per process (the answer is
+/// kept: the kernel's features do not change under a running process).
+///
+/// The probe's ring is made and dropped on a short-lived thread of its own, never on the
+/// caller's. A task that created a ring is sent task work (`TIF_NOTIFY_SIGNAL`) when the
+/// kernel tears that ring down, which happens asynchronously after the drop: a blocking
+/// socket call with a timeout on the caller's thread (a `read` with `SO_RCVTIMEO`, say)
+/// would then fail with `EINTR`. Found as a test that failed one run in eight under load.
 pub fn probe() -> Result<(), Unavailable> {
-    sys::probe()
+    #[allow(clippy::disallowed_types)] // a process-wide cache, not state threads hand over
+    static PROBED: std::sync::OnceLock<Result<(), Unavailable>> = std::sync::OnceLock::new();
+    PROBED
+        .get_or_init(|| {
+            let helper = std::thread::Builder::new()
+                .name("posa-uring-probe".into())
+                .spawn(sys::probe)
+                .map_err(|e| Unavailable::new("the probe's thread", &e))?;
+            helper.join().unwrap_or_else(|_| {
+                Err(Unavailable {
+                    what: "the probe (it panicked)".into(),
+                    errno: None,
+                })
+            })
+        })
+        .clone()
 }
 
 /// What the rest of the process holds of one ring loop.

@@ -40,7 +40,7 @@ impl fmt::Display for Unavailable {
 impl std::error::Error for Unavailable {}
 
 impl Unavailable {
-    fn new(what: impl Into<String>, e: &io::Error) -> Self {
+    pub(super) fn new(what: impl Into<String>, e: &io::Error) -> Self {
         Unavailable {
             what: what.into(),
             errno: e.raw_os_error(),
