@@ -62,6 +62,8 @@ pub fn probe() -> Result<(), Unavailable> {
     static PROBED: std::sync::OnceLock<Result<(), Unavailable>> = std::sync::OnceLock::new();
     PROBED
         .get_or_init(|| {
+            // A plain thread under loom too: it shares nothing, and models never probe.
+            #[allow(clippy::disallowed_methods)]
             let helper = std::thread::Builder::new()
                 .name("posa-uring-probe".into())
                 .spawn(sys::probe)
