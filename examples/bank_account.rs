@@ -59,7 +59,8 @@ fn main() -> std::io::Result<()> {
         .collect();
 
     // Payroll deposits in small amounts until everything the tellers need has come in.
-    // Keep every deposit's token: dropping a token would ask to cancel that deposit.
+    // A dropped call token lets the call run, so the deposits could be fire-and-forget; the
+    // tokens are kept to check that every deposit ran.
     let payroll = account.proxy();
     let mut paid = 0;
     let mut deposits = Vec::new();

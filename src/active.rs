@@ -167,7 +167,9 @@ impl<S> fmt::Debug for Proxy<S> {
 }
 
 impl<S: Send + 'static> Proxy<S> {
-    /// Queues `f`, waiting for room if the activation list is full.
+    /// Queues `f`, waiting for room if the activation list is full. Dropping the token lets
+    /// the call run (its result is dropped); [`Token::cancel`](crate::act::Token::cancel)
+    /// withdraws it if it has not started.
     pub fn call<F, T>(&self, f: F) -> Result<CallToken<T>, Refused<F>>
     where
         F: FnOnce(&mut S) -> T + Send + 'static,
@@ -176,7 +178,9 @@ impl<S: Send + 'static> Proxy<S> {
         self.enqueue(0, None, f, true)
     }
 
-    /// Queues `f` to run once `guard` holds for the servant.
+    /// Queues `f` to run once `guard` holds for the servant. Dropping the token withdraws the
+    /// request (it may wait on its guard indefinitely; nobody would see it run), unlike
+    /// [`call`](Self::call).
     pub fn call_when<G, F, T>(&self, guard: G, f: F) -> Result<CallToken<T>, Refused<F>>
     where
         G: Fn(&S) -> bool + Send + 'static,
@@ -186,7 +190,9 @@ impl<S: Send + 'static> Proxy<S> {
         self.enqueue(0, Some(Box::new(guard)), f, true)
     }
 
-    /// Queues `f` with a priority (higher first) and an optional guard.
+    /// Queues `f` with a priority (higher first) and an optional guard. A dropped token lets
+    /// an unguarded call run and withdraws a guarded one, as [`call`](Self::call) and
+    /// [`call_when`](Self::call_when).
     pub fn call_with<F, T>(
         &self,
         priority: u8,
@@ -235,7 +241,14 @@ impl<S: Send + 'static> Proxy<S> {
                 l.open && l.entries.len() >= l.capacity
             });
         }
-        let (completer, token) = act::pair();
+        // A plain call detaches when its token is dropped (it runs: what `let _ =
+        // proxy.call(..)` means); a guarded one is withdrawn, since it may wait on its guard
+        // indefinitely and nobody would be left to see it run.
+        let (completer, token) = if guard.is_some() {
+            act::pair()
+        } else {
+            act::detaching_pair()
+        };
         let seq = list.next_seq;
         list.next_seq += 1;
         let at = list.entries.partition_point(|e| {

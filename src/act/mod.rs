@@ -10,8 +10,8 @@
 //!
 //! # Outcomes, stated once
 //!
-//! Cancellation is a *request*: [`Token::cancel`] (or dropping the token) sets a flag the
-//! producer can read ([`Completer::is_cancelled`]) or be called back on
+//! Cancellation is a *request*: [`Token::cancel`] (or dropping a token made to cancel on drop)
+//! sets a flag the producer can read ([`Completer::is_cancelled`]) or be called back on
 //! ([`Completer::on_cancel`]). The producer then states what really happened:
 //!
 //! | producer calls | token sees |
@@ -23,6 +23,23 @@
 //!
 //! Whatever was handed to the operation travels back in `T`, `E` or `R`, so a buffer is never
 //! lost to a cancellation: that is why the token has a third type parameter.
+//!
+//! # What dropping a token does
+//!
+//! It depends on what the operation is, and each producer says which it made:
+//!
+//! | producer | a dropped token | made by |
+//! |---|---|---|
+//! | pool jobs ([`ThreadPool::submit`](crate::pool::ThreadPool::submit), `spawn_future`), active-object calls | **detaches**: the work runs, its result is dropped (as a dropped `std::thread::JoinHandle`, a tokio `JoinHandle`, or `rayon::spawn`) | [`detaching_pair`] |
+//! | proactor operations and timers, connects, reactor posts | **cancels**: an I/O operation nobody waits for is withdrawn (as dropping a Rust future) | [`pair`], [`pair_with_residue`] |
+//!
+//! Either way [`Token::cancel`] cancels explicitly, [`Token::detach`] detaches explicitly, and
+//! [`Token::cancel_on_drop`] turns a detaching token into a cancelling one (a scope guard for a
+//! pool job). A `let _ = pool.submit(job)` therefore runs `job`: the pattern a user writes
+//! for fire-and-forget does what it says (better still: [`ThreadPool::execute`], which
+//! makes no token at all).
+//!
+//! [`ThreadPool::execute`]: crate::pool::ThreadPool::execute
 //!
 //! # Algorithm and invariants
 //!
@@ -226,9 +243,28 @@ impl<T, E, R> Shared<T, E, R> {
     }
 }
 
-/// Creates a completer/token pair whose cancellation hands back nothing (`R = ()`).
+/// Creates a completer/token pair whose cancellation hands back nothing (`R = ()`). Dropping
+/// the token requests cancellation.
 pub fn pair<T, E>() -> (Completer<T, E>, Token<T, E>) {
     pair_with_residue()
+}
+
+/// Like [`pair`], but dropping the token detaches it instead: the operation runs on and its
+/// outcome is dropped when stated. For work that is worth finishing when nobody waits (pool
+/// jobs, active-object calls); [`Token::cancel`] still cancels.
+///
+/// ```
+/// let (completer, token) = posa::act::detaching_pair::<u8, ()>();
+/// drop(token);
+/// assert!(!completer.is_cancelled(), "a dropped detaching token does not cancel");
+/// let (completer, token) = posa::act::detaching_pair::<u8, ()>();
+/// token.cancel_on_drop(); // dropped at once, as a guard going out of scope
+/// assert!(completer.is_cancelled());
+/// ```
+pub fn detaching_pair<T, E>() -> (Completer<T, E>, Token<T, E>) {
+    let (completer, mut token) = pair_with_residue();
+    token.detach_on_drop = true;
+    (completer, token)
 }
 
 /// Creates a completer/token pair whose cancellation hands back a residue `R`.
@@ -249,6 +285,7 @@ pub fn pair_with_residue<T, E, R>() -> (Completer<T, E, R>, Token<T, E, R>) {
         },
         Token {
             shared: Some(shared),
+            detach_on_drop: false,
         },
     )
 }
@@ -347,12 +384,15 @@ fn state<T, E, R>(shared: &Shared<T, E, R>, outcome: Outcome<T, E, R>) {
 
 /// The consumer's side of a pair: wait, poll, await, call back, or cancel.
 ///
-/// Dropping a token that has not delivered its outcome requests cancellation. The consuming
-/// methods take `self`, so a token delivers its outcome once; polling it again after it
-/// returned `Poll::Ready` panics, as finished futures conventionally do.
-#[must_use = "dropping a token requests cancellation of its operation"]
+/// Dropping a token that has not delivered its outcome requests cancellation, or detaches,
+/// as its producer chose (see [the module docs](self#what-dropping-a-token-does)). The
+/// consuming methods take `self`, so a token delivers its outcome once; polling it again after
+/// it returned `Poll::Ready` panics, as finished futures conventionally do.
+#[must_use = "a token is the only way to learn the outcome; dropping it cancels an I/O operation (pool jobs and active-object calls run on)"]
 pub struct Token<T, E, R = ()> {
     shared: Option<Arc<Shared<T, E, R>>>,
+    /// Dropping detaches instead of requesting cancellation.
+    detach_on_drop: bool,
 }
 
 impl<T, E, R> Token<T, E, R> {
@@ -478,7 +518,8 @@ impl<T, E, R> Token<T, E, R> {
         R: Send + 'static,
         U: Send + 'static,
     {
-        let (completer, mapped) = pair_with_residue::<U, E, R>();
+        let (completer, mut mapped) = pair_with_residue::<U, E, R>();
+        mapped.detach_on_drop = self.detach_on_drop;
         let upstream = self.canceller();
         completer.on_cancel(move || upstream.cancel());
         self.on_complete(move |outcome| match outcome.map(f) {
@@ -491,8 +532,21 @@ impl<T, E, R> Token<T, E, R> {
 }
 
 impl<T, E, R> Token<T, E, R> {
-    /// Lets the operation run to its end with nobody waiting for the outcome (dropping a token
-    /// instead asks for cancellation). The outcome is dropped when it is stated.
+    /// Dropping this token will request cancellation, whatever its producer chose: a scope
+    /// guard for work that must not outlive its caller's interest.
+    pub fn cancel_on_drop(mut self) -> Self {
+        self.detach_on_drop = false;
+        self
+    }
+
+    /// `true` if dropping this token detaches rather than cancels.
+    pub fn detaches_on_drop(&self) -> bool {
+        self.detach_on_drop
+    }
+
+    /// Lets the operation run to its end with nobody waiting for the outcome (what dropping a
+    /// token does when its producer made it with [`detaching_pair`]; otherwise dropping asks
+    /// for cancellation). The outcome is dropped when it is stated.
     ///
     /// ```
     /// let (completer, token) = posa::act::pair::<u8, ()>();
@@ -508,6 +562,11 @@ impl<T, E, R> Token<T, E, R> {
 impl<T, E, R> Drop for Token<T, E, R> {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
+            if self.detach_on_drop {
+                // Release a registered waker now; the outcome is dropped when stated.
+                shared.slot.lock().listener = Listener::None;
+                return;
+            }
             shared.request_cancel();
             // Release a registered waker now rather than when the producer finishes.
             shared.slot.lock().listener = Listener::None;
