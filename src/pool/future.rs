@@ -25,7 +25,7 @@ use crate::intercept::Ended;
 use crate::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use crate::sync::{Arc, Mutex};
 
-use super::job::Task;
+use super::job::{Body, Header};
 use super::{Inner, Job, JobOptions, JobToken, stats::Stats};
 use crate::error::RunError;
 
@@ -45,20 +45,41 @@ struct FutureTask<T> {
     slot: Mutex<Slot<T>>,
     pool: Arc<Inner>,
     options: JobOptions,
+    /// The future's `PoolJob` dispatch when the pool has interceptors: `before` at its first
+    /// poll, `after` when it ends, with the time spent polling it (not the time it waited).
+    intercept: Option<Mutex<Intercepted>>,
+}
+
+struct Intercepted {
+    dispatch: crate::intercept::Dispatch,
+    began: bool,
+    polling: std::time::Duration,
 }
 
 /// Spawns `future` (its unit of capacity already reserved) and queues its first poll.
-pub(super) fn spawn<F>(pool: &Arc<Inner>, options: JobOptions, future: F) -> JobToken<F::Output>
+pub(super) fn spawn<F>(
+    pool: &Arc<Inner>,
+    options: JobOptions,
+    dispatch: Option<crate::intercept::Dispatch>,
+    future: F,
+) -> JobToken<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let (completer, token) = act::pair();
+    let (completer, token) = act::detaching_pair();
     let task = std::sync::Arc::new(FutureTask {
         state: AtomicU8::new(SCHEDULED),
         slot: Mutex::new(Some((Box::pin(future), completer))),
         pool: Arc::clone(pool),
         options,
+        intercept: dispatch.map(|dispatch| {
+            Mutex::new(Intercepted {
+                dispatch,
+                began: false,
+                polling: std::time::Duration::ZERO,
+            })
+        }),
     });
     schedule(task);
     token
@@ -68,12 +89,12 @@ where
 fn schedule<T: Send + 'static>(task: std::sync::Arc<FutureTask<T>>) {
     let pool = Arc::clone(&task.pool);
     let options = task.options;
-    let job = Job {
-        task: Box::new(PollTask(task)),
+    let header = Header {
         enqueued: pool.stats.timing.then(Instant::now),
         holds_load: false,
         dispatch: None, // a future's polls are not separate dispatches
     };
+    let job = Job::new(header, PollTask(task));
     if let Err(job) = Inner::push(&pool, job, options) {
         job.task.cancel();
         pool.stats.cancelled.incr();
@@ -81,6 +102,36 @@ fn schedule<T: Send + 'static>(task: std::sync::Arc<FutureTask<T>>) {
 }
 
 impl<T> FutureTask<T> {
+    /// The chain's `before`, at the first poll only. `Err`: refused, do not poll.
+    fn begin(&self) -> Result<(), crate::intercept::Rejection> {
+        let Some(i) = &self.intercept else {
+            return Ok(());
+        };
+        let mut i = i.lock();
+        if !i.began {
+            self.pool.chain.before(&i.dispatch)?;
+            i.began = true;
+        }
+        Ok(())
+    }
+
+    /// Adds a poll's time.
+    fn polled(&self, took: std::time::Duration) {
+        if let Some(i) = &self.intercept {
+            i.lock().polling += took;
+        }
+    }
+
+    /// The chain's `after`, once, if `before` ran.
+    fn end(&self, ended: Ended) {
+        if let Some(i) = &self.intercept {
+            let mut i = i.lock();
+            if std::mem::take(&mut i.began) {
+                self.pool.chain.after(&i.dispatch, ended, i.polling);
+            }
+        }
+    }
+
     /// Takes the future and completer out of the slot; the caller answers the token.
     fn finish(&self) -> Option<Completer<T, RunError>> {
         let taken = self.slot.lock().take();
@@ -130,11 +181,18 @@ impl<T: Send + 'static> Wake for FutureTask<T> {
 /// One queued poll of a future.
 struct PollTask<T>(std::sync::Arc<FutureTask<T>>);
 
-impl<T: Send + 'static> Task for PollTask<T> {
-    fn run(self: Box<Self>, stats: &Stats) -> Ended {
+impl<T: Send + 'static> Body for PollTask<T> {
+    fn run(self, stats: &Stats) -> Ended {
         let task = self.0;
+        if let Err(rejection) = task.begin() {
+            if let Some(completer) = task.finish() {
+                completer.complete(Err(RunError::from_rejection(rejection)));
+            }
+            return Ended::Rejected;
+        }
         task.state.store(RUNNING, SeqCst);
         let waker = Waker::from(std::sync::Arc::clone(&task));
+        let started = task.intercept.as_ref().map(|_| Instant::now());
         let polled = {
             let mut slot = task.slot.lock();
             let Some((future, _)) = slot.as_mut() else {
@@ -144,8 +202,12 @@ impl<T: Send + 'static> Task for PollTask<T> {
                 future.as_mut().poll(&mut Context::from_waker(&waker))
             }))
         };
+        if let Some(started) = started {
+            task.polled(started.elapsed());
+        }
         match polled {
             Ok(Poll::Ready(value)) => {
+                task.end(Ended::Ok);
                 if let Some(completer) = task.finish() {
                     stats.completed.incr();
                     completer.complete(Ok(value));
@@ -153,6 +215,7 @@ impl<T: Send + 'static> Task for PollTask<T> {
                 Ended::Ok
             }
             Err(panic) => {
+                task.end(Ended::Panicked);
                 if let Some(completer) = task.finish() {
                     stats.panicked.incr();
                     let msg = crate::panic_message(&*panic);
@@ -175,13 +238,15 @@ impl<T: Send + 'static> Task for PollTask<T> {
         }
     }
 
-    fn cancel(self: Box<Self>) {
+    fn cancel(self) {
+        self.0.end(Ended::Error);
         if let Some(completer) = self.0.finish() {
             completer.cancel(());
         }
     }
 
-    fn refuse(self: Box<Self>, error: RunError) {
+    fn refuse(self, error: RunError) {
+        self.0.end(Ended::Rejected);
         if let Some(completer) = self.0.finish() {
             completer.complete(Err(error));
         }

@@ -6,7 +6,7 @@
 //!
 //! - **work-stealing FIFO** (the default, [`Builder::work_stealing`]): jobs submitted from outside
 //!   go to a shared injector queue, jobs submitted by a job go to its worker's own deque; an idle
-//!   worker takes from its deque, then a batch from the injector, then steals half of another
+//!   worker takes from its deque, then one job from the injector, then steals half of another
 //!   worker's deque (crossbeam-deque). Every [`GLOBAL_CHECK_INTERVAL`]th job a worker looks at
 //!   the injector first, so jobs that keep re-submitting each other cannot starve work from
 //!   outside for more than that many jobs.
@@ -22,8 +22,9 @@
 //! so workers cannot all wait for room that only workers can make.
 //!
 //! # Algorithm and invariants
-//! - No job sleeps in a queue while a worker sleeps: a worker reads the push count before it
-//!   looks for work, and when it found nothing it registers as idle and re-reads the count
+//! - No job sleeps in a queue while a worker sleeps: a worker that found no work reads the
+//!   push count and looks once more, and when it still found nothing (and a short spin saw
+//!   no push) it registers as idle and re-reads the count
 //!   under the control lock; a submitter pushes, bumps the count, then reads the idle count and
 //!   wakes a worker under the same lock. Both pairs are `SeqCst` (Dekker), so either the worker
 //!   sees the push or the submitter sees the worker.
@@ -68,7 +69,7 @@ mod worker;
 
 pub use builder::Builder;
 pub use job::Job;
-pub use scheduler::{EarliestDeadline, Fifo, JobMeta, Lifo, Priority, Queued, Scheduler};
+pub use scheduler::{EarliestDeadline, Fifo, Honours, JobMeta, Lifo, Priority, Queued, Scheduler};
 pub use stats::{Latency, PoolStats, Running};
 
 use std::fmt;
@@ -79,11 +80,11 @@ use crate::act::{self, Token};
 use crate::error::{Refused, RunError};
 use crate::monitor::{Condition, Monitor};
 use crate::sync::Arc;
-use crate::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use crate::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use crate::sync::thread::JoinHandle;
 use crossbeam_utils::CachePadded;
 
-use job::{Task, TaskImpl};
+use job::TaskImpl;
 use queue::Queue;
 use worker::CURRENT;
 
@@ -194,6 +195,10 @@ struct Inner {
     running: Box<[AtomicU64]>,
     /// The ordered scheduler looks at time (aging).
     sched_clock: bool,
+    /// Which job options the scheduler orders by.
+    honours: Honours,
+    /// Set once the pool has logged options it ignores or clamps (one line a pool).
+    told_options: AtomicBool,
     epoch: Instant,
 }
 
@@ -204,6 +209,29 @@ impl Inner {
 
     fn phase(&self) -> u8 {
         self.quiet.phase.load(SeqCst)
+    }
+
+    /// Counts (and logs, once a pool) options the scheduler does not honour as given.
+    fn check_options(&self, options: &JobOptions) {
+        if *options == JobOptions::default() {
+            return;
+        }
+        let h = self.honours;
+        let what = if (options.priority != 0 && h.top_priority.is_none())
+            || (options.deadline.is_some() && !h.deadline)
+        {
+            self.stats.options_ignored.incr();
+            "ignored: the scheduler does not order by it"
+        } else if h.top_priority.is_some_and(|top| options.priority > top) {
+            self.stats.priority_clamped.incr();
+            "clamped to the scheduler's top level"
+        } else {
+            return;
+        };
+        if !self.told_options.swap(true, SeqCst) {
+            tracing::warn!(pool = %self.name, ?options, honours = ?h,
+                "posa pool: job options {what} (counted in PoolStats; logged once a pool)");
+        }
     }
 
     /// The calling thread's slot if it is a worker of this pool.
@@ -246,46 +274,111 @@ impl ThreadPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        let (completer, token) = act::detaching_pair();
+        self.enqueue(options, f, |f| TaskImpl { f, completer })?;
+        Ok(token)
+    }
+
+    /// Runs `f` on the pool and forgets it: no token, so nothing to allocate for an answer or
+    /// to wait on. The like-for-like peer of `rayon::spawn` and of a channel pool's `send`.
+    /// A panic in `f` is caught (the worker survives), counted in
+    /// [`PoolStats::panicked`] and logged with its message. Admission, capacity and
+    /// [`WhenFull`] are as for [`submit`](Self::submit); a refused job comes back in the error.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use posa::pool::ThreadPool;
+    ///
+    /// let pool = ThreadPool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// for i in 0..4 {
+    ///     let tx = tx.clone();
+    ///     pool.execute(move || tx.send(i * i).unwrap()).unwrap();
+    /// }
+    /// let mut squares: Vec<i32> = rx.iter().take(4).collect();
+    /// squares.sort();
+    /// assert_eq!(squares, [0, 1, 4, 9]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn execute<F>(&self, f: F) -> Result<(), Refused<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.execute_with(JobOptions::default(), f)
+    }
+
+    /// [`execute`](Self::execute) with a priority and/or deadline for the scheduler.
+    pub fn execute_with<F>(&self, options: JobOptions, f: F) -> Result<(), Refused<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.enqueue(options, f, job::Detached)
+    }
+
+    /// The one submit path: admission, a unit of capacity (or the full-queue policy), the
+    /// push. `task` wraps the closure once it is sure to be queued or run.
+    fn enqueue<F, B: job::Body + 'static>(
+        &self,
+        options: JobOptions,
+        f: F,
+        task: impl FnOnce(F) -> B,
+    ) -> Result<(), Refused<F>> {
+        use crate::intercept::Ended;
         let inner = &self.inner;
-        let dispatch = match inner.admit(&options) {
-            Ok(d) => d,
+        inner.check_options(&options);
+        let admission = match inner.admit(&options) {
+            Ok(a) => a,
             Err(rejection) => {
                 inner.stats.rejected.incr();
                 return Err(Refused::Rejected(f, rejection));
             }
         };
+        let end = |admission: Option<submit::Admission>, ended| {
+            if let Some(a) = admission {
+                a.done(&inner.chain, ended);
+            }
+        };
         let on_worker = Inner::current_slot(inner).is_some();
         match inner.reserve(!on_worker) {
             Ok(()) => {}
-            Err(true) => return Err(Refused::Closed(f)),
+            Err(true) => {
+                end(admission, Ended::Error);
+                return Err(Refused::Closed(f));
+            }
             Err(false) if inner.when_full == WhenFull::Reject => {
                 inner.stats.rejected.incr();
+                end(admission, Ended::Error);
                 return Err(Refused::Full(f));
             }
             Err(false) => {
                 // CallerRuns, or a worker of this pool facing a full queue under Block.
                 inner.stats.submitted.incr();
-                let (completer, token) = act::pair();
-                Box::new(TaskImpl { f, completer }).run(&inner.stats);
-                return Ok(token);
+                let dispatch = admission.as_ref().map(submit::Admission::for_job);
+                end(admission, Ended::Ok);
+                inner.run_here(dispatch, task(f));
+                return Ok(());
             }
         }
-        let (completer, token) = act::pair();
-        let job = Job {
-            task: Box::new(TaskImpl { f, completer }),
-            enqueued: (inner.stats.timing || dispatch.is_some()).then(Instant::now),
+        let header = job::Header {
+            enqueued: (inner.stats.timing || admission.is_some()).then(Instant::now),
             holds_load: true,
-            dispatch,
+            dispatch: admission.as_ref().map(submit::Admission::for_job),
         };
-        match Inner::push(inner, job, options) {
-            Ok(()) => inner.stats.submitted.incr(),
+        let job = Job::new(header, task(f));
+        let ended = match Inner::push(inner, job, options) {
+            Ok(()) => {
+                inner.stats.submitted.incr();
+                Ended::Ok
+            }
             Err(job) => {
-                // Shut down between the reservation and the push: the token says Cancelled.
+                // Shut down between the reservation and the push: a token says Cancelled.
                 inner.release();
                 job.task.cancel();
+                Ended::Error
             }
-        }
-        Ok(token)
+        };
+        end(admission, ended);
+        Ok(())
     }
 
     /// Runs `future` on the pool: each time its waker is woken, the pool queues it to be polled
@@ -294,7 +387,8 @@ impl ThreadPool {
     ///
     /// A full queue rejects (under [`WhenFull::CallerRuns`] too: the future comes back, to be
     /// awaited by the caller). A future still waiting when the pool shuts down is cancelled
-    /// when it is next woken; dropping its token cancels it at its next wake-up.
+    /// when it is next woken. Dropping its token lets it run on (as `tokio::spawn`);
+    /// [`Token::cancel`] stops it at its next wake-up.
     ///
     /// ```
     /// use posa::pool::ThreadPool;
@@ -324,17 +418,38 @@ impl ThreadPool {
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        use crate::intercept::Ended;
         let inner = &self.inner;
-        match inner.reserve(Inner::current_slot(inner).is_none()) {
-            Ok(()) => {}
-            Err(true) => return Err(Refused::Closed(future)),
-            Err(false) => {
+        inner.check_options(&options);
+        // The same admission as a closure job: a rate limit or bulkhead that refuses `submit`
+        // refuses this too, and metrics count it.
+        let admission = match inner.admit(&options) {
+            Ok(a) => a,
+            Err(rejection) => {
                 inner.stats.rejected.incr();
-                return Err(Refused::Full(future));
+                return Err(Refused::Rejected(future, rejection));
             }
+        };
+        if let Err(closed) = inner.reserve(Inner::current_slot(inner).is_none()) {
+            if !closed {
+                inner.stats.rejected.incr();
+            }
+            if let Some(a) = admission {
+                a.done(&inner.chain, Ended::Error);
+            }
+            return Err(if closed {
+                Refused::Closed(future)
+            } else {
+                Refused::Full(future)
+            });
         }
         inner.stats.submitted.incr();
-        Ok(future::spawn(inner, options, future))
+        let dispatch = admission.as_ref().map(|a| *a.for_job());
+        let token = future::spawn(inner, options, dispatch, future);
+        if let Some(a) = admission {
+            a.done(&inner.chain, Ended::Ok);
+        }
+        Ok(token)
     }
 
     /// Jobs queued and not yet started.
@@ -450,6 +565,27 @@ mod tests {
             .unwrap();
         untimed.submit(|| ()).unwrap().wait().into_result().unwrap();
         assert!(untimed.stats().run_time.is_none());
+        let default = ThreadPool::new(1).unwrap();
+        default.submit(|| ()).unwrap().wait().into_result().unwrap();
+        assert!(
+            default.stats().run_time.is_none(),
+            "timing is off by default"
+        );
+        let stall_watched = ThreadPool::builder()
+            .threads(1)
+            .stall_threshold(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        stall_watched
+            .submit(|| ())
+            .unwrap()
+            .wait()
+            .into_result()
+            .unwrap();
+        assert!(
+            stall_watched.stats().run_time.is_some(),
+            "a stall threshold turns timing on"
+        );
         let timed = ThreadPool::builder()
             .threads(1)
             .timing(true)
@@ -473,6 +609,121 @@ mod tests {
             limited.submit(|| ()),
             Err(crate::error::Refused::Rejected(..))
         ));
+    }
+
+    /// Issue 16: `let _ = pool.submit(job)` must run the job (a dropped token detaches, as a
+    /// dropped tokio `JoinHandle`); cancelling is explicit, or opted into per token.
+    #[test]
+    fn a_dropped_job_token_lets_the_job_run_and_cancelling_is_explicit() {
+        let (pool, open, held) = gated_with(ThreadPool::builder());
+        let (ran, log) = mpsc::channel::<&str>();
+        let r = ran.clone();
+        let _ = pool.submit(move || r.send("detached").unwrap());
+        let r = ran.clone();
+        let explicit = pool.submit(move || r.send("cancelled").unwrap()).unwrap();
+        assert!(explicit.detaches_on_drop());
+        explicit.cancel();
+        drop(explicit);
+        let r = ran.clone();
+        let guard = pool
+            .submit(move || r.send("guarded").unwrap())
+            .unwrap()
+            .cancel_on_drop();
+        assert!(!guard.detaches_on_drop());
+        drop(guard);
+        let r = ran.clone();
+        pool.execute(move || r.send("executed").unwrap()).unwrap();
+        let r = ran.clone();
+        let _ = pool.spawn_future(async move { r.send("future").unwrap() });
+        drop(ran);
+        open.send(()).unwrap();
+        held.wait().into_result().unwrap();
+        pool.shutdown(Shutdown::Graceful);
+        let got: Vec<_> = log.iter().collect();
+        assert_eq!(got, ["detached", "executed", "future"]);
+    }
+
+    #[test]
+    fn execute_runs_without_a_token_and_counts_a_panic() {
+        let pool = ThreadPool::new(1).unwrap(); // one worker: jobs run in submission order
+        let (tx, rx) = mpsc::channel();
+        for i in 0..100u32 {
+            let tx = tx.clone();
+            pool.execute(move || tx.send(i).unwrap()).unwrap();
+        }
+        pool.execute(|| panic!("fire and forget")).unwrap();
+        // Behind the panicking job: once this answers, that one has run and been counted.
+        pool.submit(|| ()).unwrap().wait().into_result().unwrap();
+        let got: Vec<u32> = rx.try_iter().collect();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        let st = pool.stats();
+        assert_eq!((st.submitted, st.completed, st.panicked), (102, 101, 1));
+    }
+
+    /// Issue 16: a priority the scheduler ignores or clamps is counted, not silent.
+    #[test]
+    fn options_a_scheduler_ignores_or_clamps_are_counted() {
+        let counts = |pool: ThreadPool, options: &[JobOptions]| {
+            for o in options {
+                pool.submit_with(*o, || ())
+                    .unwrap()
+                    .wait()
+                    .into_result()
+                    .unwrap();
+            }
+            let st = pool.stats();
+            (st.options_ignored, st.priority_clamped)
+        };
+        let pr = JobOptions::priority;
+        let dl = JobOptions::deadline(Instant::now() + Duration::from_secs(60));
+        let one = || ThreadPool::builder().threads(1);
+        assert_eq!(counts(one().build().unwrap(), &[pr(0), pr(3), dl]), (2, 0));
+        let prio = one().scheduler(Priority::new(4, None)).build().unwrap();
+        assert_eq!(counts(prio, &[pr(3), pr(4), pr(255), dl]), (1, 2));
+        let edf = one()
+            .scheduler(EarliestDeadline::default())
+            .build()
+            .unwrap();
+        assert_eq!(counts(edf, &[dl, pr(1)]), (1, 0));
+        let fifo = one().scheduler(Fifo::default()).build().unwrap();
+        assert_eq!(counts(fifo, &[JobOptions::default(), pr(1)]), (1, 0));
+    }
+
+    /// Issue 16: futures pass the chain like closure jobs (a limit that refuses `submit`
+    /// refuses `spawn_future`), and the `pool-submit` row has real durations.
+    #[test]
+    fn futures_pass_the_interceptor_chain_and_submit_steps_are_timed() {
+        use crate::intercept::{Chain, Metrics, Point, RateLimit};
+        let metrics = std::sync::Arc::new(Metrics::new());
+        let pool = ThreadPool::builder()
+            .threads(1)
+            .interceptors(
+                Chain::new()
+                    .with_shared(metrics.clone())
+                    .with(RateLimit::global(0.001, 2).at(&[Point::PoolSubmit])),
+            )
+            .build()
+            .unwrap();
+        let job = pool.submit(|| 1).unwrap();
+        let fut = pool.spawn_future(async { 2 }).unwrap();
+        assert!(matches!(
+            pool.spawn_future(async { 3 }),
+            Err(Refused::Rejected(..))
+        ));
+        assert!(matches!(pool.submit(|| 4), Err(Refused::Rejected(..))));
+        assert_eq!(job.wait().into_result().unwrap(), 1);
+        assert_eq!(fut.wait().into_result().unwrap(), 2);
+        pool.shutdown(Shutdown::Graceful);
+        let m = metrics.snapshot();
+        let submit = m.point(Point::PoolSubmit);
+        assert_eq!(submit.ok, 2, "{submit:?}");
+        assert_eq!(submit.rejected, 2, "{submit:?}");
+        assert!(
+            submit.max > Duration::from_nanos(1),
+            "the submit step is timed, not recorded as 1 ns: {submit:?}"
+        );
+        let runs = m.point(Point::PoolJob);
+        assert_eq!(runs.ok, 2, "the job and the future each ran once: {runs:?}");
     }
 
     fn gated(
@@ -626,8 +877,11 @@ mod tests {
     fn work_stealing_runs_outside_submissions_in_order_on_one_worker() {
         let (p, g, _held) = gated_with(ThreadPool::builder().work_stealing());
         let d = JobOptions::default();
-        let jobs = (1..=50).map(|i| (d, i)).collect();
-        assert_eq!(order_of(p, g, jobs), (1..=50).collect::<Vec<_>>());
+        // More than GLOBAL_CHECK_INTERVAL jobs: the periodic look at the injector must not let
+        // a newer outside job overtake older ones (it did while the worker took them from
+        // the injector in batches into its own deque; found by issue 16's execute test).
+        let jobs = (1..=200).map(|i| (d, i)).collect();
+        assert_eq!(order_of(p, g, jobs), (1..=200).collect::<Vec<_>>());
     }
 
     /// Two jobs that keep re-submitting each other (A, B, A, ...) and one job from outside (C),
@@ -761,7 +1015,8 @@ mod tests {
         let (pool, gate, held) = gated_with(
             ThreadPool::builder()
                 .capacity(2)
-                .when_full(WhenFull::Reject),
+                .when_full(WhenFull::Reject)
+                .timing(true), // off by default: the stall report and histograms need it
         );
         let ok = pool.submit(|| 1).unwrap();
         let bad = pool.submit(|| -> u8 { panic!("boom") }).unwrap();

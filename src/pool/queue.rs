@@ -1,8 +1,8 @@
 //! The two queue kinds and how a worker finds its next job.
 //!
 //! - **Work stealing** (FIFO): jobs submitted from outside go to a shared injector, jobs
-//!   submitted by a job go to its worker's own deque. A worker takes from its deque, then a
-//!   batch from the injector, then steals half of another worker's deque. Every
+//!   submitted by a job go to its worker's own deque. A worker takes from its deque, then one
+//!   job from the injector, then steals half of another worker's deque. Every
 //!   [`GLOBAL_CHECK_INTERVAL`](super::GLOBAL_CHECK_INTERVAL)th job it looks at the injector
 //!   first, which bounds how long outside work waits behind jobs that re-submit each other.
 //! - **Ordered**: one [`Scheduler`] shared by all workers under a lock, so every pop takes the
@@ -50,7 +50,11 @@ impl Inner {
             } => CURRENT.with(|c| {
                 let c = c.borrow();
                 let local = c.as_ref().and_then(|c| c.local.as_ref())?;
-                let from_injector = || retry(|| injector.steal_batch_and_pop(local));
+                // One job at a time from the injector (as rayon does), never a batch into this
+                // deque: outside jobs then never sit behind the injector's newer ones, so the
+                // periodic look at the injector below cannot reorder them. The deque holds
+                // only jobs submitted by jobs (and what was stolen from another deque).
+                let from_injector = || retry(|| injector.steal());
                 if tick.is_multiple_of(GLOBAL_CHECK_INTERVAL)
                     && let Some(job) = from_injector()
                 {

@@ -36,6 +36,19 @@ impl<J> fmt::Debug for Queued<J> {
     }
 }
 
+/// Which of a job's options a scheduler orders by. The pool asks once, at build, and counts
+/// every submission whose options the scheduler would ignore or clamp
+/// ([`PoolStats::options_ignored`](super::PoolStats::options_ignored),
+/// [`PoolStats::priority_clamped`](super::PoolStats::priority_clamped)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Honours {
+    /// The highest priority it tells apart (priorities above are clamped to it); `None` if it
+    /// ignores priorities.
+    pub top_priority: Option<u8>,
+    /// It orders by deadline.
+    pub deadline: bool,
+}
+
 /// A scheduling strategy: a queue with its own ordering.
 pub trait Scheduler<J>: Send {
     /// Adds a job.
@@ -52,6 +65,10 @@ pub trait Scheduler<J>: Send {
     /// `true` if nothing is queued.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Which job options it orders by (default: none, as [`Fifo`] and [`Lifo`]).
+    fn honours(&self) -> Honours {
+        Honours::default()
     }
 }
 
@@ -156,6 +173,13 @@ impl<J: Send> Scheduler<J> for Priority<J> {
     fn uses_time(&self) -> bool {
         self.aging.is_some()
     }
+
+    fn honours(&self) -> Honours {
+        Honours {
+            top_priority: Some(u8::try_from(self.levels.len() - 1).unwrap_or(u8::MAX)),
+            deadline: false,
+        }
+    }
 }
 
 /// When a job is due: any deadline comes before none.
@@ -222,6 +246,13 @@ impl<J: Send> Scheduler<J> for EarliestDeadline<J> {
 
     fn len(&self) -> usize {
         self.0.len()
+    }
+
+    fn honours(&self) -> Honours {
+        Honours {
+            top_priority: None,
+            deadline: true,
+        }
     }
 }
 

@@ -16,8 +16,8 @@ impl Inner {
     /// Cancels every queued job (shutdown `Now`); returns how many.
     pub(super) fn cancel_queued(&self) -> usize {
         let mut cancelled = 0;
-        while let Some(job) = self.take_any() {
-            if job.holds_load {
+        while let Some(mut job) = self.take_any() {
+            if job.task.header().holds_load {
                 self.release();
             }
             job.task.cancel();

@@ -14,6 +14,8 @@ pub(super) struct Stats {
     pub(super) rejected: Counter,
     pub(super) cancelled: Counter,
     pub(super) stalled: Counter,
+    pub(super) options_ignored: Counter,
+    pub(super) priority_clamped: Counter,
     queue_wait: Option<Histogram>,
     run_time: Option<Histogram>,
 }
@@ -28,6 +30,8 @@ impl Stats {
             rejected: Counter::new(),
             cancelled: Counter::new(),
             stalled: Counter::new(),
+            options_ignored: Counter::new(),
+            priority_clamped: Counter::new(),
             queue_wait: timing.then(Histogram::latency),
             run_time: timing.then(Histogram::latency),
         }
@@ -53,6 +57,8 @@ impl Stats {
             rejected: self.rejected.sum(),
             cancelled: self.cancelled.sum(),
             stalled: self.stalled.sum(),
+            options_ignored: self.options_ignored.sum(),
+            priority_clamped: self.priority_clamped.sum(),
             queued,
             threads,
             idle,
@@ -112,6 +118,12 @@ pub struct PoolStats {
     pub cancelled: u64,
     /// Jobs that ran past the stall threshold.
     pub stalled: u64,
+    /// Submissions with a priority or deadline their pool's scheduler does not order by (the
+    /// default work-stealing pool orders by neither): accepted, run in the scheduler's order.
+    pub options_ignored: u64,
+    /// Submissions with a priority above the top level of a [`Priority`](super::Priority)
+    /// scheduler: accepted at the top level.
+    pub priority_clamped: u64,
     /// Queue depth now.
     pub queued: usize,
     /// Worker threads alive now.

@@ -15,7 +15,7 @@
 //!   cancels what is queued itself. Each job is run, cancelled or refused; none is stranded.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::queue::Queue;
 use super::worker::{CURRENT, Current, worker_main};
@@ -23,6 +23,29 @@ use super::{Ctl, Inner, Job, JobMeta, JobOptions, Queued, RUNNING, WhenFull};
 use crate::sync::atomic::Ordering::SeqCst;
 use crate::sync::dekker_fence;
 use crate::sync::{Arc, thread};
+
+/// A submission the interceptor chain admitted, not yet finished.
+pub(super) struct Admission {
+    dispatch: crate::intercept::Dispatch,
+    started: Instant,
+}
+
+impl Admission {
+    /// What the job's run shows interceptors: the same dispatch (id, deadline, stamp) at
+    /// `PoolJob`.
+    pub(super) fn for_job(&self) -> Box<crate::intercept::Dispatch> {
+        Box::new(crate::intercept::Dispatch {
+            point: crate::intercept::Point::PoolJob,
+            ..self.dispatch
+        })
+    }
+
+    /// Ends the `PoolSubmit` dispatch: `after`, with the time the whole submit step took
+    /// (admission, capacity, the push and the wake-up).
+    pub(super) fn done(self, chain: &crate::intercept::Chain, ended: crate::intercept::Ended) {
+        chain.after(&self.dispatch, ended, self.started.elapsed());
+    }
+}
 
 impl Inner {
     /// Starts a worker in a free slot (under the control lock).
@@ -83,24 +106,47 @@ impl Inner {
         }
     }
 
-    /// Runs the chain's admission (`PoolSubmit`) and prepares what the job's run will show it
-    /// (`PoolJob`). `Ok(None)` when there is no chain.
+    /// Runs the chain's admission (`PoolSubmit`). `Ok(None)` when there is no chain; otherwise
+    /// the submission, to be finished with [`Admission::done`] once the job is queued (or
+    /// refused), so the `PoolSubmit` dispatch is timed over the whole submit step.
     pub(super) fn admit(
         &self,
         options: &JobOptions,
-    ) -> Result<Option<Box<crate::intercept::Dispatch>>, crate::intercept::Rejection> {
-        use crate::intercept::{Dispatch, Ended, Point};
+    ) -> Result<Option<Admission>, crate::intercept::Rejection> {
+        use crate::intercept::{Dispatch, Point};
         if self.chain.is_empty() {
             return Ok(None);
         }
+        let started = Instant::now();
         let id = self.next_id.fetch_add(1, SeqCst);
         let mut d = Dispatch::new(Point::PoolSubmit, id);
         d.deadline = options.deadline;
         d.stamp = self.chain.stamp();
         self.chain.before(&d)?;
-        self.chain.after(&d, Ended::Ok, Duration::ZERO);
-        d.point = Point::PoolJob;
-        Ok(Some(Box::new(d)))
+        Ok(Some(Admission {
+            dispatch: d,
+            started,
+        }))
+    }
+
+    /// Runs `body` on this thread (caller-runs), through the chain's `PoolJob` hooks when
+    /// there is a dispatch.
+    pub(super) fn run_here(
+        &self,
+        dispatch: Option<Box<crate::intercept::Dispatch>>,
+        body: impl super::job::Body,
+    ) {
+        let Some(d) = dispatch else {
+            body.run(&self.stats);
+            return;
+        };
+        if let Err(rejection) = self.chain.before(&d) {
+            body.refuse(crate::error::RunError::from_rejection(rejection));
+            return;
+        }
+        let started = Instant::now();
+        let ended = body.run(&self.stats);
+        self.chain.after(&d, ended, started.elapsed());
     }
 
     /// Gives a unit of capacity back and wakes a blocked submitter.
@@ -114,7 +160,7 @@ impl Inner {
     }
 
     /// Queues `job`; hands it back if the pool had stopped taking work.
-    pub(super) fn push(inner: &Arc<Inner>, job: Job, options: JobOptions) -> Result<(), Job> {
+    pub(super) fn push(inner: &Arc<Inner>, mut job: Job, options: JobOptions) -> Result<(), Job> {
         if inner.phase() != RUNNING {
             return Err(job);
         }
@@ -139,6 +185,8 @@ impl Inner {
             Queue::Ordered(q) => {
                 // Read the clock (if the scheduler needs it) before taking the lock.
                 let enqueued = job
+                    .task
+                    .header()
                     .enqueued
                     .or_else(|| inner.sched_clock.then(Instant::now))
                     .unwrap_or(inner.epoch);

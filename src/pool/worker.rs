@@ -2,8 +2,9 @@
 //! keep-alive.
 //!
 //! # Invariants
-//! - Parking cannot miss a push: a worker reads `pushes` before it looks for work; when it
-//!   found nothing it registers in `idle` and re-reads `pushes` under the control lock
+//! - Parking cannot miss a push: a worker that found nothing reads `pushes` and looks for
+//!   work once more; when it still found nothing it may watch `pushes` for a few
+//!   microseconds, then registers in `idle` and re-reads `pushes` under the control lock
 //!   (Dekker with the submitter in `submit.rs`), and sleeps only if nothing moved.
 //! - A worker exits only when, under the control lock, the pool is stopping and every queue is
 //!   empty, or it sat idle for the whole keep-alive above `min_threads`. It frees its slot
@@ -36,8 +37,10 @@ crate::sync::const_thread_local! {
 
 impl Inner {
     /// Runs (or, when stopping or unwanted, cancels) a job taken off the queue.
-    pub(super) fn execute(&self, slot: usize, job: Job) {
-        if job.holds_load {
+    pub(super) fn execute(&self, slot: usize, mut job: Job) {
+        let header = job.task.header();
+        let (enqueued, dispatch) = (header.enqueued, header.dispatch.take());
+        if header.holds_load {
             self.release();
         }
         if self.phase() == STOPPING || job.task.cancel_requested() {
@@ -46,8 +49,8 @@ impl Inner {
             return;
         }
         // Interceptors: one pointer test when there are none.
-        let dispatch = job.dispatch.map(|mut d| {
-            d.queued_at = job.enqueued;
+        let dispatch = dispatch.map(|mut d| {
+            d.queued_at = enqueued;
             *d
         });
         if let Some(d) = &dispatch
@@ -58,7 +61,7 @@ impl Inner {
         }
         let started = (self.stats.timing || dispatch.is_some()).then(Instant::now);
         if let (Some(started), true) = (started, self.stats.timing) {
-            if let Some(enqueued) = job.enqueued {
+            if let Some(enqueued) = enqueued {
                 self.stats
                     .record_wait(started.saturating_duration_since(enqueued));
             }
@@ -80,6 +83,29 @@ impl Inner {
                 tracing::warn!(pool = %self.name, ?took, ?threshold, "posa pool: job stalled its worker");
             }
         }
+    }
+
+    /// Nothing found since `pushes` read `seen`: before going to sleep, watch `pushes` for a
+    /// few microseconds (crossbeam's `Backoff`: spins, then yields). A submitter that keeps a
+    /// worker busy then never pays for a wake-up (a lock, a notify, a futex call on each side)
+    /// each time the worker runs dry a moment before the next push; with the worker asleep it
+    /// would, for nearly every job. `true`: something was pushed, look again.
+    ///
+    /// An optimisation only: whatever this returns, `idle_wait`'s protocol decides whether
+    /// the worker sleeps, so it cannot lose a wake-up. The loom models leave it out (a spin
+    /// adds states, not interleavings of the protocol).
+    pub(super) fn spin_for_work(&self, seen: usize) -> bool {
+        if cfg!(posa_loom) {
+            return false;
+        }
+        let backoff = crossbeam_utils::Backoff::new();
+        while !backoff.is_completed() && self.phase() == RUNNING {
+            if self.hot.pushes.load(SeqCst) != seen {
+                return true;
+            }
+            backoff.snooze();
+        }
+        false
     }
 
     /// Nothing found since `pushes` read `seen`: sleep until a push or shutdown. `false`: this
@@ -141,9 +167,20 @@ pub(super) fn worker_main(inner: Arc<Inner>, slot: usize) {
     let mut tick = 0u32;
     loop {
         tick = tick.wrapping_add(1);
+        if let Some(job) = inner.find(slot, tick) {
+            inner.execute(slot, job);
+            continue;
+        }
+        // The queues looked empty. Read the push count, then look once more: a push before
+        // the read is found by the second look, one after it moves the count `idle_wait`
+        // compares. (Reading the count only here, not before every job, spares a busy worker
+        // a read of the line every submitter writes.)
         let seen = inner.hot.pushes.load(SeqCst);
         if let Some(job) = inner.find(slot, tick) {
             inner.execute(slot, job);
+            continue;
+        }
+        if inner.spin_for_work(seen) {
             continue;
         }
         if !inner.idle_wait(slot, seen) {
