@@ -1,7 +1,8 @@
 //! Question: what does it cost to run many tiny jobs through posa's pool, against what a user
 //! would pick instead? 100,000 jobs (each adds to a counter) from submit to the last completion:
-//! posa pool work-stealing FIFO (timed, the default, and untimed), ordered FIFO and priority
-//! (2 workers, waiting on every job's token: the real API cost),
+//! posa's default work-stealing pool with `execute` (fire and forget, a latch, like the peers)
+//! and with `submit` (waiting on every job's token), the same timed, ordered FIFO and
+//! priority (2 workers),
 //! `rayon::spawn` + a latch (2 threads), a naive crossbeam-channel pool + a latch (2 workers),
 //! and a `std::thread::spawn` per job (10,000 of those; times are per job throughout).
 
@@ -92,6 +93,22 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("pool");
     g.bench_function("posa_stealing", |b| run_posa(b, &stealing));
+    g.bench_function("posa_stealing_execute_latch", |b| {
+        let sum = Arc::new(AtomicUsize::new(0));
+        b.iter(|| {
+            let latch = Latch::new(JOBS);
+            for i in 0..JOBS {
+                let (sum, latch) = (Arc::clone(&sum), Arc::clone(&latch));
+                stealing
+                    .execute(move || {
+                        sum.fetch_add(i, Ordering::Relaxed);
+                        latch.count_down();
+                    })
+                    .expect("open");
+            }
+            latch.wait();
+        })
+    });
 
     let fifo = ThreadPool::builder()
         .threads(2)
@@ -101,13 +118,13 @@ fn bench(c: &mut Criterion) {
         .expect("pool");
     g.bench_function("posa_fifo_ordered", |b| run_posa(b, &fifo));
 
-    let untimed = ThreadPool::builder()
+    let timed = ThreadPool::builder()
         .threads(2)
         .capacity(JOBS)
-        .timing(false)
+        .timing(true)
         .build()
         .expect("pool");
-    g.bench_function("posa_stealing_untimed", |b| run_posa(b, &untimed));
+    g.bench_function("posa_stealing_timed", |b| run_posa(b, &timed));
 
     let prio = ThreadPool::builder()
         .threads(2)
