@@ -153,6 +153,12 @@ impl<J: Send> Scheduler<J> for Priority<J> {
     }
 
     fn pop(&mut self, now: Instant) -> Option<Queued<J>> {
+        if self.aging.is_none() {
+            // Strict priority: the highest non-empty level's oldest job. No arithmetic.
+            let job = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
+            self.len -= 1;
+            return Some(job);
+        }
         // The head of each level is its oldest job, so it has the level's highest effective
         // priority: compare heads only. Ties go to the higher level; within a level, FIFO.
         let best = self
