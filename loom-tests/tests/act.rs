@@ -196,3 +196,24 @@ fn a_mapped_token_waited_on_and_cancelled_answers_its_waiter_once() {
         cancel.join().unwrap();
     });
 }
+
+/// Issue 16: a detaching token (pool jobs, active-object calls) dropped while its producer
+/// finishes: the producer never sees a cancel request, in any interleaving, and nothing
+/// leaks or blocks. The same race with `cancel_on_drop` asks for cancellation only if the
+/// drop came first.
+#[test]
+fn detaching_token_drop_vs_complete_never_requests_cancel() {
+    loom::model(|| {
+        let (completer, token) = act::detaching_pair::<u32, ()>();
+        let producer = thread::spawn(move || {
+            let saw_cancel = completer.is_cancelled();
+            completer.complete(Ok(1));
+            saw_cancel
+        });
+        drop(token);
+        assert!(
+            !producer.join().unwrap(),
+            "a dropped detaching token asked to cancel"
+        );
+    });
+}

@@ -37,6 +37,26 @@ fn worker_completes_the_token() {
     });
 }
 
+/// Issue 16: a job whose token is dropped at once still runs (the token detaches), whatever
+/// the worker is doing when the drop lands; and an `execute`d job (no token) runs.
+#[test]
+fn a_job_whose_token_is_dropped_still_runs() {
+    loom::model(|| {
+        use posa::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let p = pool(2);
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = Arc::clone(&ran);
+        drop(p.submit(move || r.fetch_add(1, SeqCst)).unwrap());
+        let r = Arc::clone(&ran);
+        p.execute(move || {
+            r.fetch_add(1, SeqCst);
+        })
+        .unwrap();
+        p.shutdown(Shutdown::Graceful); // runs what is queued, joins the worker
+        assert_eq!(ran.load(SeqCst), 2);
+    });
+}
+
 #[test]
 fn submit_racing_shutdown_now_is_run_cancelled_or_refused() {
     loom::model(|| {
