@@ -57,9 +57,10 @@ impl CompleteOn {
             CompleteOn::Loop => deliver(),
             CompleteOn::Pool(pool) => {
                 let guard = DeliverOnDrop(Some(Box::new(deliver)));
-                match pool.submit(move || drop(guard)) {
-                    Ok(token) => token.detach(),
-                    Err(refused) => drop(refused.into_inner()),
+                // Fire and forget (no token to allocate): a refused or cancelled job drops
+                // the guard, which delivers on the dropping thread.
+                if let Err(refused) = pool.execute(move || drop(guard)) {
+                    drop(refused.into_inner());
                 }
             }
         }
