@@ -388,6 +388,42 @@ fn graceful_shutdown_serves_open_connections_until_their_peers_finish() {
     );
 }
 
+/// A connection that is still sending when the drain begins keeps being served until its
+/// peer finishes, however long the grace. cargo-mutants found the drain deadline's arithmetic
+/// (`now + grace` as `now - grace`) unchecked: in the test above the peer finished within the
+/// loop's first drain dispatch, before any deadline was looked at. Here the peer waits until
+/// the drain has visibly begun (the listener refuses connections), then sends.
+#[test]
+fn a_peer_that_sends_after_the_drain_began_is_served_until_it_finishes() {
+    let server = start(Model::Reactor, ConnConfig::default(), 100); // one loop: acceptor too
+    let addr = tcp_addr(&server);
+    let mut c = connect(&server);
+    c.write_all(&[7u8; 1024]).unwrap();
+    let mut first = vec![0u8; 1024];
+    c.read_exact(&mut first).unwrap(); // accepted and served
+    server.shutdown(Duration::from_secs(30));
+    // Bounded: the loop closes its listener in its first drain turn.
+    let mut refused = false;
+    for _ in 0..100_000 {
+        match TcpStream::connect(addr) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                refused = true;
+                break;
+            }
+            Err(e) => panic!("connect: {e}"),
+            Ok(probe) => drop(probe), // not yet draining; it ends at once
+        }
+        std::thread::yield_now();
+    }
+    assert!(refused, "the listener never closed");
+    let back = exchange(&mut c, &[8u8; 100_000], |s| {
+        s.shutdown(Shutdown::Write).unwrap()
+    });
+    assert_eq!(back, vec![8u8; 100_000], "served after the drain began");
+    let reports = server.join().unwrap();
+    assert!(reports.iter().all(|r| r.forced == 0), "{reports:?}");
+}
+
 #[test]
 fn ipv6_loopback_echo() {
     let server = Server::start(ServerConfig {
