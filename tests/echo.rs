@@ -395,7 +395,16 @@ fn graceful_shutdown_serves_open_connections_until_their_peers_finish() {
 /// the drain has visibly begun (the listener refuses connections), then sends.
 #[test]
 fn a_peer_that_sends_after_the_drain_began_is_served_until_it_finishes() {
-    let server = start(Model::Reactor, ConnConfig::default(), 100); // one loop: acceptor too
+    sends_after_drain_began(Model::Reactor); // one loop: acceptor and connection together
+}
+
+#[test]
+fn leader_followers_a_peer_that_sends_after_the_drain_began_is_served_until_it_finishes() {
+    sends_after_drain_began(Model::LeaderFollowers); // one shared demultiplexer
+}
+
+fn sends_after_drain_began(model: Model) {
+    let server = start(model, ConnConfig::default(), 100);
     let addr = tcp_addr(&server);
     let mut c = connect(&server);
     c.write_all(&[7u8; 1024]).unwrap();
