@@ -585,6 +585,32 @@ mod tests {
         assert_eq!(log.take(), vec!["p timer c"]);
     }
 
+    /// cargo-mutants (issue 14): the stall check's comparison and its match arm were
+    /// unasserted. An upcall always takes longer than zero and never an hour: the count is
+    /// decided by the comparison, not by timing.
+    #[test]
+    fn upcalls_longer_than_the_stall_threshold_are_counted_and_shorter_ones_are_not() {
+        for (threshold, stalled) in [(Duration::ZERO, true), (Duration::from_secs(3600), false)] {
+            let clock = std::sync::Arc::new(ManualClock::new());
+            let mut r = Reactor::builder()
+                .clock(clock.clone())
+                .config(Config {
+                    stall_threshold: Some(threshold),
+                    ..Config::default()
+                })
+                .build()
+                .unwrap();
+            let log = std::sync::Arc::new(Log::default());
+            let mut p = Probe::new("p", &log);
+            p.timers = vec![(1, "t")];
+            r.add(p).unwrap();
+            clock.advance(Duration::from_millis(5));
+            r.turn().unwrap();
+            assert_eq!(log.take(), vec!["p open", "p timer t"]);
+            assert_eq!(r.stats().stalls > 0, stalled, "threshold {threshold:?}");
+        }
+    }
+
     #[test]
     fn panicking_handler_is_closed_and_others_go_on() {
         let clock = std::sync::Arc::new(ManualClock::new());
