@@ -7,8 +7,8 @@
 //! and a `std::thread::spawn` per job (10,000 of those; times are per job throughout).
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -18,34 +18,9 @@ const JOBS: usize = 100_000;
 /// A thread per job is ~100x slower: fewer of them, reported per job all the same.
 const SPAWN_JOBS: usize = 10_000;
 
-/// Counts down to zero; the job that reaches zero wakes the waiter.
-struct Latch {
-    left: AtomicUsize,
-    done: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Latch {
-    fn new(n: usize) -> Arc<Self> {
-        Arc::new(Self {
-            left: AtomicUsize::new(n),
-            done: Mutex::new(false),
-            cv: Condvar::new(),
-        })
-    }
-    fn count_down(&self) {
-        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *self.done.lock().expect("latch") = true;
-            self.cv.notify_all();
-        }
-    }
-    fn wait(&self) {
-        let mut done = self.done.lock().expect("latch");
-        while !*done {
-            done = self.cv.wait(done).expect("latch");
-        }
-    }
-}
+#[path = "common/latch.rs"]
+mod latch;
+use latch::Latch;
 
 /// Submits `JOBS` jobs and waits on every token.
 fn run_posa(b: &mut criterion::Bencher<'_>, pool: &ThreadPool) {

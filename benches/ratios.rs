@@ -30,8 +30,8 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use posa::pool::{Fifo, JobOptions, Priority, ThreadPool};
@@ -54,34 +54,9 @@ struct Group {
     compare: Vec<(&'static str, &'static str)>,
 }
 
-/// Counts down to zero; the operation that reaches zero wakes the waiter.
-struct Latch {
-    left: AtomicUsize,
-    done: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Latch {
-    fn new(n: usize) -> Arc<Self> {
-        Arc::new(Self {
-            left: AtomicUsize::new(n),
-            done: Mutex::new(n == 0),
-            cv: Condvar::new(),
-        })
-    }
-    fn count_down(&self) {
-        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *self.done.lock().expect("latch") = true;
-            self.cv.notify_all();
-        }
-    }
-    fn wait(&self) {
-        let mut done = self.done.lock().expect("latch");
-        while !*done {
-            done = self.cv.wait(done).expect("latch");
-        }
-    }
-}
+#[path = "common/latch.rs"]
+mod latch;
+use latch::Latch;
 
 fn check(name: &str, got: u64, want: u64) {
     assert_eq!(
@@ -95,7 +70,33 @@ fn triangle(n: usize) -> u64 {
     (n as u64) * (n as u64).saturating_sub(1) / 2
 }
 
-fn pool_posa_execute(name: &'static str, pool: ThreadPool, priorities: u8) -> Contender {
+/// One tiny job: adds its index to a sum and counts down the round's latch; one in
+/// `spin_every` first spins 20 us (uneven jobs). A concrete type, so every contender moves the
+/// same closure into its pool (no extra box for some and not others).
+struct TinyJob {
+    i: usize,
+    sum: Arc<AtomicU64>,
+    latch: Arc<Latch>,
+    spin_every: usize,
+}
+
+impl TinyJob {
+    fn run(self) {
+        if self.spin_every != EVEN && self.i.is_multiple_of(self.spin_every) {
+            spin(Duration::from_micros(20));
+        }
+        self.sum.fetch_add(self.i as u64, Ordering::Relaxed);
+        self.latch.count_down();
+    }
+}
+
+/// A fire-and-forget contender: `spawn` hands each of a round's `n` jobs to the pool under
+/// test; the round ends when the latch reaches zero, and the sum is checked.
+fn fire_and_forget(
+    name: &'static str,
+    spin_every: usize,
+    mut spawn: impl FnMut(TinyJob) + 'static,
+) -> Contender {
     Contender {
         name,
         run: Box::new(move |n| {
@@ -103,13 +104,12 @@ fn pool_posa_execute(name: &'static str, pool: ThreadPool, priorities: u8) -> Co
             let latch = Latch::new(n);
             let start = Instant::now();
             for i in 0..n {
-                let (sum, latch) = (Arc::clone(&sum), Arc::clone(&latch));
-                let options = JobOptions::priority((i % priorities as usize) as u8);
-                pool.execute_with(options, move || {
-                    sum.fetch_add(i as u64, Ordering::Relaxed);
-                    latch.count_down();
-                })
-                .expect("open");
+                spawn(TinyJob {
+                    i,
+                    sum: Arc::clone(&sum),
+                    latch: Arc::clone(&latch),
+                    spin_every,
+                });
             }
             latch.wait();
             let took = start.elapsed();
@@ -117,6 +117,18 @@ fn pool_posa_execute(name: &'static str, pool: ThreadPool, priorities: u8) -> Co
             took
         }),
     }
+}
+
+/// Jobs never spin.
+const EVEN: usize = 0;
+/// One job in this many spins 20 us (78 ns a job on average).
+const UNEVEN: usize = 256;
+
+fn pool_posa_execute(name: &'static str, pool: ThreadPool, priorities: u8) -> Contender {
+    fire_and_forget(name, EVEN, move |job| {
+        let options = JobOptions::priority((job.i % priorities as usize) as u8);
+        pool.execute_with(options, move || job.run()).expect("open");
+    })
 }
 
 fn pool_posa_submit(name: &'static str, pool: ThreadPool, priorities: u8) -> Contender {
@@ -143,30 +155,16 @@ fn pool_posa_submit(name: &'static str, pool: ThreadPool, priorities: u8) -> Con
     }
 }
 
-fn rayon_spawn(name: &'static str) -> Contender {
-    let pool = rayon::ThreadPoolBuilder::new()
+fn rayon_pool() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
-        .expect("rayon");
-    Contender {
-        name,
-        run: Box::new(move |n| {
-            let sum = Arc::new(AtomicU64::new(0));
-            let latch = Latch::new(n);
-            let start = Instant::now();
-            for i in 0..n {
-                let (sum, latch) = (Arc::clone(&sum), Arc::clone(&latch));
-                pool.spawn(move || {
-                    sum.fetch_add(i as u64, Ordering::Relaxed);
-                    latch.count_down();
-                });
-            }
-            latch.wait();
-            let took = start.elapsed();
-            check(name, sum.load(Ordering::Relaxed), triangle(n));
-            took
-        }),
-    }
+        .expect("rayon")
+}
+
+fn rayon_spawn(name: &'static str, spin_every: usize) -> Contender {
+    let pool = rayon_pool();
+    fire_and_forget(name, spin_every, move |job| pool.spawn(move || job.run()))
 }
 
 type BoxedJob = Box<dyn FnOnce() + Send>;
@@ -215,25 +213,9 @@ impl Drop for ChannelPool {
 
 fn channel_pool(name: &'static str) -> Contender {
     let pool = ChannelPool::new(2);
-    Contender {
-        name,
-        run: Box::new(move |n| {
-            let sum = Arc::new(AtomicU64::new(0));
-            let latch = Latch::new(n);
-            let start = Instant::now();
-            for i in 0..n {
-                let (sum, latch) = (Arc::clone(&sum), Arc::clone(&latch));
-                pool.send(Box::new(move || {
-                    sum.fetch_add(i as u64, Ordering::Relaxed);
-                    latch.count_down();
-                }));
-            }
-            latch.wait();
-            let took = start.elapsed();
-            check(name, sum.load(Ordering::Relaxed), triangle(n));
-            took
-        }),
-    }
+    fire_and_forget(name, EVEN, move |job| {
+        pool.send(Box::new(move || job.run()))
+    })
 }
 
 fn posa_pool(ordered: Option<&str>, capacity: usize) -> ThreadPool {
@@ -259,7 +241,7 @@ fn pool_group(scale: usize) -> Group {
             pool_posa_submit("posa_fifo_submit_wait", posa_pool(Some("fifo"), ops), 1),
             pool_posa_execute("posa_priority_execute", posa_pool(Some("prio"), ops), 4),
             pool_posa_submit("posa_priority_submit_wait", posa_pool(Some("prio"), ops), 4),
-            rayon_spawn("rayon_spawn"),
+            rayon_spawn("rayon_spawn", EVEN),
             channel_pool("crossbeam_channel_pool"),
         ],
         compare: vec![
@@ -274,72 +256,61 @@ fn pool_group(scale: usize) -> Group {
     }
 }
 
-/// Nested: `n / 100` outer jobs each submit 100 inner jobs from the worker that runs them.
-fn nested_posa(name: &'static str, pool: ThreadPool) -> Contender {
-    let pool = Arc::new(pool);
+/// Nested: `n / 100` outer jobs each submit 100 tiny jobs from the worker that runs them.
+/// `outer` queues an outer job from the benchmark's thread, `inner` a tiny job from a worker
+/// (both contenders pay the same dynamic call for it).
+fn nested(
+    name: &'static str,
+    mut outer: impl FnMut(Box<dyn FnOnce() + Send>) + 'static,
+    inner: Arc<dyn Fn(TinyJob) + Send + Sync>,
+) -> Contender {
     Contender {
         name,
         run: Box::new(move |n| {
-            let outer = n / 100;
+            let outers = n / 100;
             let sum = Arc::new(AtomicU64::new(0));
-            let latch = Latch::new(outer * 100);
+            let latch = Latch::new(outers * 100);
             let start = Instant::now();
-            for o in 0..outer {
-                let (p, sum, latch) = (Arc::clone(&pool), Arc::clone(&sum), Arc::clone(&latch));
-                pool.execute(move || {
+            for o in 0..outers {
+                let (sum, latch, inner) =
+                    (Arc::clone(&sum), Arc::clone(&latch), Arc::clone(&inner));
+                outer(Box::new(move || {
                     for k in 0..100 {
-                        let (sum, latch) = (Arc::clone(&sum), Arc::clone(&latch));
-                        let i = (o * 100 + k) as u64;
-                        p.execute(move || {
-                            sum.fetch_add(i, Ordering::Relaxed);
-                            latch.count_down();
-                        })
-                        .expect("open");
+                        inner(TinyJob {
+                            i: o * 100 + k,
+                            sum: Arc::clone(&sum),
+                            latch: Arc::clone(&latch),
+                            spin_every: EVEN,
+                        });
                     }
-                })
-                .expect("open");
+                }));
             }
             latch.wait();
             let took = start.elapsed();
-            check(name, sum.load(Ordering::Relaxed), triangle(outer * 100));
+            check(name, sum.load(Ordering::Relaxed), triangle(outers * 100));
             took
         }),
     }
 }
 
-fn nested_rayon(name: &'static str) -> Contender {
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("rayon"),
-    );
-    Contender {
+fn nested_posa(name: &'static str, pool: ThreadPool) -> Contender {
+    let pool = Arc::new(pool);
+    let p = Arc::clone(&pool);
+    nested(
         name,
-        run: Box::new(move |n| {
-            let outer = n / 100;
-            let sum = Arc::new(AtomicU64::new(0));
-            let latch = Latch::new(outer * 100);
-            let start = Instant::now();
-            for o in 0..outer {
-                let (sum, latch) = (Arc::clone(&sum), Arc::clone(&latch));
-                pool.spawn(move || {
-                    for k in 0..100 {
-                        let (sum, latch) = (Arc::clone(&sum), Arc::clone(&latch));
-                        let i = (o * 100 + k) as u64;
-                        rayon::spawn(move || {
-                            sum.fetch_add(i, Ordering::Relaxed);
-                            latch.count_down();
-                        });
-                    }
-                });
-            }
-            latch.wait();
-            let took = start.elapsed();
-            check(name, sum.load(Ordering::Relaxed), triangle(outer * 100));
-            took
-        }),
-    }
+        move |job| pool.execute(job).expect("open"),
+        Arc::new(move |job: TinyJob| p.execute(move || job.run()).expect("open")),
+    )
+}
+
+fn nested_rayon(name: &'static str) -> Contender {
+    let pool = rayon_pool();
+    nested(
+        name,
+        move |job| pool.spawn(job),
+        // From inside the pool's worker, rayon::spawn queues on that pool.
+        Arc::new(|job: TinyJob| rayon::spawn(move || job.run())),
+    )
 }
 
 /// Spins for `d` (a job that computes, not one that sleeps).
@@ -350,62 +321,11 @@ fn spin(d: Duration) {
     }
 }
 
-/// Uneven: `n` jobs, one in 256 spins 20 us (78 ns a job on average), the rest are tiny.
+/// Uneven jobs on posa's default pool (or any pool `execute` takes).
 fn uneven_posa(name: &'static str, pool: ThreadPool) -> Contender {
-    Contender {
-        name,
-        run: Box::new(move |n| {
-            let jobs = n;
-            let sum = Arc::new(AtomicU64::new(0));
-            let latch = Latch::new(jobs);
-            let start = Instant::now();
-            for i in 0..jobs {
-                let (sum, latch) = (Arc::clone(&sum), Arc::clone(&latch));
-                pool.execute(move || {
-                    if i % 256 == 0 {
-                        spin(Duration::from_micros(20));
-                    }
-                    sum.fetch_add(i as u64, Ordering::Relaxed);
-                    latch.count_down();
-                })
-                .expect("open");
-            }
-            latch.wait();
-            let took = start.elapsed();
-            check(name, sum.load(Ordering::Relaxed), triangle(jobs));
-            took
-        }),
-    }
-}
-
-fn uneven_rayon(name: &'static str) -> Contender {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .expect("rayon");
-    Contender {
-        name,
-        run: Box::new(move |n| {
-            let jobs = n;
-            let sum = Arc::new(AtomicU64::new(0));
-            let latch = Latch::new(jobs);
-            let start = Instant::now();
-            for i in 0..jobs {
-                let (sum, latch) = (Arc::clone(&sum), Arc::clone(&latch));
-                pool.spawn(move || {
-                    if i % 256 == 0 {
-                        spin(Duration::from_micros(20));
-                    }
-                    sum.fetch_add(i as u64, Ordering::Relaxed);
-                    latch.count_down();
-                });
-            }
-            latch.wait();
-            let took = start.elapsed();
-            check(name, sum.load(Ordering::Relaxed), triangle(jobs));
-            took
-        }),
-    }
+    fire_and_forget(name, UNEVEN, move |job| {
+        pool.execute(move || job.run()).expect("open")
+    })
 }
 
 fn shapes_group(scale: usize) -> Group {
@@ -420,7 +340,7 @@ fn shapes_group(scale: usize) -> Group {
             nested_rayon("nested_rayon"),
             uneven_posa("uneven_posa_stealing", posa_pool(None, ops)),
             uneven_posa("uneven_posa_fifo", posa_pool(Some("fifo"), ops)),
-            uneven_rayon("uneven_rayon"),
+            rayon_spawn("uneven_rayon", UNEVEN),
         ],
         compare: vec![
             ("nested_posa_stealing", "nested_posa_fifo"),
