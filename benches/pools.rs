@@ -18,8 +18,11 @@ const JOBS: usize = 100_000;
 /// A thread per job is ~100x slower: fewer of them, reported per job all the same.
 const SPAWN_JOBS: usize = 10_000;
 
+#[path = "common/channel_pool.rs"]
+mod channel_pool;
 #[path = "common/latch.rs"]
 mod latch;
+use channel_pool::ChannelPool;
 use latch::Latch;
 
 /// Submits `JOBS` jobs and waits on every token.
@@ -131,29 +134,17 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    type Job = Box<dyn FnOnce() + Send>;
-    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-    let naive: Vec<_> = (0..2)
-        .map(|_| {
-            let rx = rx.clone();
-            std::thread::spawn(move || {
-                for job in rx {
-                    job();
-                }
-            })
-        })
-        .collect();
+    let naive = ChannelPool::new(2);
     g.bench_function("crossbeam_channel_pool_latch", |b| {
         let sum = Arc::new(AtomicUsize::new(0));
         b.iter(|| {
             let latch = Latch::new(JOBS);
             for i in 0..JOBS {
                 let (sum, latch) = (Arc::clone(&sum), Arc::clone(&latch));
-                tx.send(Box::new(move || {
+                naive.send(Box::new(move || {
                     sum.fetch_add(i, Ordering::Relaxed);
                     latch.count_down();
-                }))
-                .expect("workers up");
+                }));
             }
             latch.wait();
         })
@@ -179,10 +170,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
-    drop(tx);
-    for w in naive {
-        w.join().expect("worker");
-    }
+    drop(naive); // joins its workers
 }
 
 criterion_group!(benches, bench);

@@ -54,8 +54,11 @@ struct Group {
     compare: Vec<(&'static str, &'static str)>,
 }
 
+#[path = "common/channel_pool.rs"]
+mod channel_pool;
 #[path = "common/latch.rs"]
 mod latch;
+use channel_pool::ChannelPool;
 use latch::Latch;
 
 fn check(name: &str, got: u64, want: u64) {
@@ -165,50 +168,6 @@ fn rayon_pool() -> rayon::ThreadPool {
 fn rayon_spawn(name: &'static str, spin_every: usize) -> Contender {
     let pool = rayon_pool();
     fire_and_forget(name, spin_every, move |job| pool.spawn(move || job.run()))
-}
-
-type BoxedJob = Box<dyn FnOnce() + Send>;
-
-/// The pool a user writes in ten lines: an unbounded crossbeam channel and two threads.
-struct ChannelPool {
-    tx: Option<crossbeam_channel::Sender<BoxedJob>>,
-    workers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl ChannelPool {
-    fn new(threads: usize) -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded::<BoxedJob>();
-        let workers = (0..threads)
-            .map(|_| {
-                let rx = rx.clone();
-                std::thread::spawn(move || {
-                    for job in rx {
-                        job();
-                    }
-                })
-            })
-            .collect();
-        Self {
-            tx: Some(tx),
-            workers,
-        }
-    }
-    fn send(&self, job: BoxedJob) {
-        self.tx
-            .as_ref()
-            .expect("open")
-            .send(job)
-            .expect("workers up");
-    }
-}
-
-impl Drop for ChannelPool {
-    fn drop(&mut self) {
-        self.tx = None;
-        for w in self.workers.drain(..) {
-            w.join().expect("worker");
-        }
-    }
 }
 
 fn channel_pool(name: &'static str) -> Contender {
