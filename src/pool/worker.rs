@@ -94,8 +94,11 @@ impl Inner {
     /// An optimisation only: whatever this returns, `idle_wait`'s protocol decides whether
     /// the worker sleeps, so it cannot lose a wake-up. The loom models leave it out (a spin
     /// adds states, not interleavings of the protocol).
+    ///
+    /// Only in fixed-size pools: in a pool that may grow, a submitter that finds no worker
+    /// registered idle starts a new one, so a spinning worker would cost a thread.
     pub(super) fn spin_for_work(&self, seen: usize) -> bool {
-        if cfg!(posa_loom) {
+        if cfg!(posa_loom) || self.min != self.max {
             return false;
         }
         let backoff = crossbeam_utils::Backoff::new();
