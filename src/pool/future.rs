@@ -102,15 +102,19 @@ fn schedule<T: Send + 'static>(task: std::sync::Arc<FutureTask<T>>) {
 }
 
 impl<T> FutureTask<T> {
-    /// The chain's `before`, at the first poll only. `Err`: refused, do not poll.
+    /// The chain's `before`, at the first poll only (called outside the lock: a future is
+    /// polled by one thread at a time). `Err`: refused, do not poll.
     fn begin(&self) -> Result<(), crate::intercept::Rejection> {
         let Some(i) = &self.intercept else {
             return Ok(());
         };
-        let mut i = i.lock();
-        if !i.began {
-            self.pool.chain.before(&i.dispatch)?;
-            i.began = true;
+        let (began, dispatch) = {
+            let i = i.lock();
+            (i.began, i.dispatch)
+        };
+        if !began {
+            self.pool.chain.before(&dispatch)?;
+            i.lock().began = true;
         }
         Ok(())
     }
@@ -125,9 +129,13 @@ impl<T> FutureTask<T> {
     /// The chain's `after`, once, if `before` ran.
     fn end(&self, ended: Ended) {
         if let Some(i) = &self.intercept {
-            let mut i = i.lock();
-            if std::mem::take(&mut i.began) {
-                self.pool.chain.after(&i.dispatch, ended, i.polling);
+            let ending = {
+                let mut i = i.lock();
+                std::mem::take(&mut i.began).then_some((i.dispatch, i.polling))
+            };
+            // Outside the lock: interceptors are user code.
+            if let Some((dispatch, polling)) = ending {
+                self.pool.chain.after(&dispatch, ended, polling);
             }
         }
     }
