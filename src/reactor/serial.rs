@@ -203,6 +203,28 @@ mod tests {
         assert_eq!(cell.offer(readable()), Some("h"));
     }
 
+    /// cargo-mutants (issue 14): `|=` as `&=` for `error`, `read_closed` and `write_closed`
+    /// survived; a lost flag is a lost edge-triggered event, which can stall a connection.
+    #[test]
+    fn every_readiness_flag_survives_a_merge() {
+        let flags: [fn(&mut Readiness); 5] = [
+            |r| r.readable = true,
+            |r| r.writable = true,
+            |r| r.error = true,
+            |r| r.read_closed = true,
+            |r| r.write_closed = true,
+        ];
+        let cell = SerialCell::new_busy();
+        let mut all = Readiness::default();
+        for set in flags {
+            let mut one = Readiness::default();
+            set(&mut one);
+            set(&mut all);
+            assert!(cell.offer(Work::Ready(one)).is_none());
+        }
+        assert_eq!(cell.finish("h"), Finish::Next("h", Work::Ready(all)));
+    }
+
     #[test]
     fn close_requests_reach_the_runner_or_the_caller() {
         let cell = SerialCell::new_busy();
