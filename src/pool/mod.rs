@@ -724,6 +724,24 @@ mod tests {
         );
         let runs = m.point(Point::PoolJob);
         assert_eq!(runs.ok, 2, "the job and the future each ran once: {runs:?}");
+
+        // Refused at run time (past their deadline): a job's and a future's tokens say so.
+        let pool = ThreadPool::builder()
+            .threads(1)
+            .interceptors(Chain::new().with(crate::intercept::Deadline::new()))
+            .build()
+            .unwrap();
+        let past = JobOptions::deadline(Instant::now() - Duration::from_millis(1));
+        let job = pool.submit_with(past, || 5).unwrap();
+        let fut = pool.spawn_future_with(past, async { 6 }).unwrap();
+        assert_eq!(
+            job.wait(),
+            crate::act::Outcome::Completed(Err(RunError::DeadlineExceeded))
+        );
+        assert_eq!(
+            fut.wait(),
+            crate::act::Outcome::Completed(Err(RunError::DeadlineExceeded))
+        );
     }
 
     fn gated(
