@@ -1084,6 +1084,129 @@ mod tests {
         assert_eq!(stranded.wait(), Outcome::Cancelled(()));
     }
 
+    /// Blocks a submitter on the full queue of a gated one-worker pool (capacity 1, `Block`)
+    /// and waits until it is registered as blocked.
+    fn blocked_submitter<'s>(
+        scope: &'s std::thread::Scope<'s, '_>,
+        pool: &'s ThreadPool,
+    ) -> std::thread::ScopedJoinHandle<'s, Result<JobToken<u8>, Refused<fn() -> u8>>> {
+        let blocked = scope.spawn(move || pool.submit((|| 2) as fn() -> u8));
+        while pool.inner.quiet.blocked.load(SeqCst) == 0 {
+            assert!(!blocked.is_finished(), "the submitter should have blocked");
+            std::thread::yield_now();
+        }
+        blocked
+    }
+
+    /// cargo-mutants: nothing stated that a submitter blocked at capacity is woken, by room
+    /// freeing (`release`'s wake-up) and by a close while the worker is still busy (`reserve`'s
+    /// wait condition). Either mutant hangs this test.
+    #[test]
+    fn a_blocked_submitter_wakes_when_room_frees_and_when_the_pool_closes() {
+        let full = || {
+            let (pool, gate, held) =
+                gated_with(ThreadPool::builder().capacity(1).when_full(WhenFull::Block));
+            let queued = pool.submit(|| 1u8).unwrap(); // the queue is full now
+            (pool, gate, held, queued)
+        };
+        let (pool, gate, held, queued) = full();
+        std::thread::scope(|s| {
+            let blocked = blocked_submitter(s, &pool);
+            gate.send(()).unwrap(); // the worker takes `queued`: room for the blocked one
+            let token = blocked
+                .join()
+                .unwrap()
+                .expect("room freed: the job is taken");
+            assert_eq!(token.wait().into_result().unwrap(), 2);
+        });
+        held.wait().into_result().unwrap();
+        assert_eq!(queued.wait().into_result().unwrap(), 1);
+
+        let (pool, gate, _held, queued) = full();
+        std::thread::scope(|s| {
+            let blocked = blocked_submitter(s, &pool);
+            pool.close(Shutdown::Graceful); // the worker is still held: no room will come
+            match blocked.join().unwrap() {
+                Err(Refused::Closed(job)) => assert_eq!(job(), 2, "the job comes back"),
+                other => panic!("expected Closed, got {other:?}"),
+            }
+        });
+        gate.send(()).unwrap();
+        assert_eq!(
+            queued.wait().into_result().unwrap(),
+            1,
+            "graceful: queued still runs"
+        );
+    }
+
+    /// cargo-mutants: a job submitted from one pool's worker to another pool goes to the other
+    /// pool (the nested-submission fast path is for the worker's own pool only).
+    #[test]
+    fn a_job_submitted_from_another_pools_worker_runs_on_its_own_pool() {
+        let here = ThreadPool::builder()
+            .name("route-a")
+            .threads(1)
+            .build()
+            .unwrap();
+        let there = std::sync::Arc::new(
+            ThreadPool::builder()
+                .name("route-b")
+                .threads(1)
+                .build()
+                .unwrap(),
+        );
+        let name = || std::thread::current().name().unwrap_or_default().to_owned();
+        let t = std::sync::Arc::clone(&there);
+        let nested = here
+            .submit(move || {
+                let mine = t.submit(name).unwrap().wait().into_result().unwrap();
+                (name(), mine)
+            })
+            .unwrap();
+        let (outer, inner) = nested.wait().into_result().unwrap();
+        assert!(outer.starts_with("route-a"), "{outer}");
+        assert!(inner.starts_with("route-b"), "ran on {inner}");
+    }
+
+    /// cargo-mutants: a future refused for a full pool is counted as rejected; one refused by a
+    /// closed pool is not (nothing was shed, the pool was gone).
+    #[test]
+    fn a_refused_future_is_counted_only_when_the_pool_was_full() {
+        let (pool, gate, _held) = gated_with(
+            ThreadPool::builder()
+                .capacity(1)
+                .when_full(WhenFull::Reject),
+        );
+        let queued = pool.submit(|| ()).unwrap();
+        assert!(matches!(pool.spawn_future(async {}), Err(Refused::Full(_))));
+        assert_eq!(pool.stats().rejected, 1);
+        pool.close(Shutdown::Graceful);
+        assert!(matches!(
+            pool.spawn_future(async {}),
+            Err(Refused::Closed(_))
+        ));
+        assert_eq!(
+            pool.stats().rejected,
+            1,
+            "a closed pool's refusal is not a rejection"
+        );
+        gate.send(()).unwrap();
+        queued.wait().into_result().unwrap();
+    }
+
+    /// cargo-mutants: stopping a pool that has no live worker returns at once (the wait for
+    /// workers must not wait for some to appear).
+    #[test]
+    fn a_pool_with_no_live_worker_stops_at_once() {
+        let pool = ThreadPool::builder()
+            .min_threads(0)
+            .max_threads(2)
+            .build()
+            .unwrap();
+        assert_eq!(pool.threads(), 0);
+        assert_eq!(pool.shutdown(Shutdown::Now), 0);
+    }
+
     #[test]
     fn dropping_a_pool_leaves_no_thread_behind() {
         fn named(prefix: &str) -> usize {
