@@ -435,7 +435,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::error::Refused;
-    use crate::reactor::TimerId;
+    use crate::reactor::{MissedTicks, TimerId};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[derive(Default)]
@@ -745,6 +745,92 @@ mod tests {
             Ok(report)
         );
         assert_eq!(handle.phase(), Phase::Stopped);
+    }
+
+    /// cargo-mutants (issue 14): `reset_timer`'s answer and the `now + after` of
+    /// `reset_timer` and `set_periodic` were unasserted (a `-` there fires at once).
+    #[test]
+    fn reset_and_periodic_timers_fire_when_due_and_reset_says_whether_it_moved_one() {
+        struct Timers {
+            log: std::sync::Arc<Log>,
+            moved: Option<TimerId>,
+            periodic: Option<TimerId>,
+        }
+        impl EventHandler for Timers {
+            fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+                let moved = cx.set_timer(Duration::from_millis(10));
+                assert!(
+                    cx.reset_timer(moved, Duration::from_millis(35)),
+                    "armed: moved"
+                );
+                let gone = cx.set_timer(Duration::from_millis(10));
+                assert!(cx.cancel_timer(gone));
+                assert!(
+                    !cx.reset_timer(gone, Duration::from_millis(5)),
+                    "cancelled: not moved"
+                );
+                self.moved = Some(moved);
+                self.periodic = Some(cx.set_periodic(Duration::from_millis(20), MissedTicks::Skip));
+                Ok(())
+            }
+            fn ready(&mut self, _: Readiness, _: &mut Context<'_>) {}
+            fn timeout(&mut self, timer: TimerId, cx: &mut Context<'_>) {
+                if Some(timer) == self.moved {
+                    assert!(
+                        !cx.reset_timer(timer, Duration::from_millis(1)),
+                        "fired: not moved"
+                    );
+                    self.log.push("moved");
+                } else if Some(timer) == self.periodic {
+                    self.log.push("tick");
+                }
+            }
+        }
+        let clock = std::sync::Arc::new(ManualClock::new());
+        let mut r = Reactor::builder().clock(clock.clone()).build().unwrap();
+        let log = std::sync::Arc::new(Log::default());
+        r.add(Timers {
+            log: std::sync::Arc::clone(&log),
+            moved: None,
+            periodic: None,
+        })
+        .unwrap();
+        let mut at = |ms: u64| {
+            clock.advance(Duration::from_millis(ms));
+            r.turn().unwrap();
+            log.take()
+        };
+        assert!(at(15).is_empty(), "nothing is due at 15 ms");
+        assert_eq!(at(10), vec!["tick"], "25 ms: the first tick");
+        assert_eq!(at(10), vec!["moved"], "35 ms: the moved timer");
+        assert_eq!(at(10), vec!["tick"], "45 ms: the second tick");
+    }
+
+    /// cargo-mutants (issue 14): a second shutdown request with a shorter grace brings the
+    /// drain deadline forward (a second Ctrl-C forces at once). The first grace is an hour:
+    /// only the second request can end this drain.
+    #[test]
+    fn a_second_shorter_shutdown_request_forces_the_drain_now() {
+        let log = std::sync::Arc::new(Log::default());
+        let mut r = Reactor::new().unwrap();
+        let handle = r.handle();
+        let mut stubborn = Probe::new("stubborn", &log);
+        stubborn.close_on_drain = false;
+        r.add(stubborn).unwrap();
+        let runner = std::thread::spawn(move || r.run().unwrap());
+        let first = handle.shutdown(Duration::from_secs(3600));
+        while !log.0.lock().unwrap().iter().any(|e| e == "stubborn drain") {
+            std::thread::yield_now(); // the drain has visibly begun
+        }
+        let second = handle
+            .shutdown(Duration::ZERO)
+            .wait_timeout(Duration::from_secs(60))
+            .expect("the shorter grace ended the drain (the first one is an hour)")
+            .into_result()
+            .unwrap();
+        assert_eq!(second.forced, 1);
+        assert_eq!(first.wait().into_result(), Ok(second));
+        assert_eq!(runner.join().unwrap(), second);
     }
 
     #[test]
