@@ -695,4 +695,132 @@ mod tests {
             .unwrap();
         assert_eq!(runner.join().unwrap(), report);
     }
+
+    /// A scripted demultiplexer on std threads: hands out queued events, counts the waits that
+    /// began, returns when the mailbox notifies it; a timeout is real time.
+    #[derive(Default)]
+    struct Script {
+        events: std::collections::VecDeque<(HandlerId, Readiness)>,
+        woken: bool,
+        /// Waits begun so far, and the count when events were last handed out.
+        waits: usize,
+        handed_at: usize,
+    }
+    type Shared = std::sync::Arc<(std::sync::Mutex<Script>, std::sync::Condvar)>;
+    struct FakeDemux(Shared);
+    struct FakeNotify(Shared);
+
+    impl Demux for FakeDemux {
+        fn wait(
+            &mut self,
+            timeout: Option<Duration>,
+            ready: &mut Vec<(HandlerId, Readiness)>,
+        ) -> io::Result<bool> {
+            let (lock, cv) = &*self.0;
+            let mut s = lock.lock().unwrap();
+            s.waits += 1;
+            cv.notify_all();
+            let deadline = timeout.map(|t| Instant::now() + t);
+            loop {
+                if !s.events.is_empty() || s.woken {
+                    if !s.events.is_empty() {
+                        s.handed_at = s.waits;
+                    }
+                    ready.extend(s.events.drain(..));
+                    return Ok(std::mem::take(&mut s.woken));
+                }
+                s = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+                    None => cv.wait(s).unwrap(),
+                    Some(Duration::ZERO) => return Ok(false),
+                    Some(left) => cv.wait_timeout(s, left).unwrap().0,
+                };
+            }
+        }
+    }
+
+    impl Notify for FakeNotify {
+        fn notify(&self) -> io::Result<()> {
+            self.0.0.lock().unwrap().woken = true;
+            self.0.1.notify_all();
+            Ok(())
+        }
+    }
+
+    /// On each event, waits until another thread has taken the lead and gone to sleep in the
+    /// demultiplexer, then arms a 1 ms timer; on the first timer it also arms a far one.
+    struct ArmsFromBeside {
+        script: Shared,
+        fired: std::sync::mpsc::Sender<&'static str>,
+        near: Vec<TimerId>,
+    }
+
+    impl EventHandler for ArmsFromBeside {
+        fn open(&mut self, _: &mut Context<'_>) -> io::Result<()> {
+            Ok(())
+        }
+        fn ready(&mut self, _: Readiness, cx: &mut Context<'_>) {
+            let (lock, cv) = &*self.script;
+            let s = lock.lock().unwrap();
+            let handed_at = s.handed_at;
+            drop(cv.wait_while(s, |s| s.waits <= handed_at).unwrap());
+            self.near.push(cx.set_timer(Duration::from_millis(1)));
+        }
+        fn timeout(&mut self, timer: TimerId, cx: &mut Context<'_>) {
+            if self.near.first() == Some(&timer) {
+                cx.set_timer(Duration::from_secs(3600));
+                self.fired.send("first").unwrap();
+            } else if self.near.get(1) == Some(&timer) {
+                self.fired.send("second").unwrap();
+            }
+        }
+    }
+
+    /// cargo-mutants (issue 14): a timer armed in an upcall while another thread leads must
+    /// wake that leader, asleep with no deadline (the first timer) or a later one (the far
+    /// timer): `TimerAccess::with`'s wake condition. Without the wake-up the leader sleeps
+    /// through the timer and nothing else would wake it here.
+    #[test]
+    fn a_timer_armed_beside_a_sleeping_leader_wakes_it() {
+        let script: Shared = Default::default();
+        let registry = Poll::new().unwrap().registry().try_clone().unwrap();
+        let lf = LeaderFollowers::build(
+            2,
+            Config::default(),
+            crate::clock::shared(SystemClock),
+            Box::new(FakeDemux(std::sync::Arc::clone(&script))),
+            Box::new(FakeNotify(std::sync::Arc::clone(&script))),
+            registry,
+        );
+        let (fired, rx) = std::sync::mpsc::channel();
+        let id = lf
+            .add(ArmsFromBeside {
+                script: std::sync::Arc::clone(&script),
+                fired,
+                near: Vec::new(),
+            })
+            .unwrap();
+        let handle = lf.handle();
+        let runner = std::thread::spawn(move || lf.run().unwrap());
+        let event = || {
+            script
+                .0
+                .lock()
+                .unwrap()
+                .events
+                .push_back((id, Readiness::default()));
+            script.1.notify_all();
+        };
+        for round in ["first", "second"] {
+            event();
+            let got = rx.recv_timeout(Duration::from_secs(60));
+            assert_eq!(got, Ok(round), "the leader slept through the {round} timer");
+        }
+        let report = handle
+            .shutdown(Duration::ZERO)
+            .wait()
+            .into_result()
+            .unwrap();
+        assert_eq!(runner.join().unwrap(), report);
+        assert_eq!(report.drained, 1);
+    }
 }
