@@ -1084,12 +1084,14 @@ mod tests {
         assert_eq!(stranded.wait(), Outcome::Cancelled(()));
     }
 
+    type Submitted = Result<JobToken<u8>, Refused<fn() -> u8>>;
+
     /// Blocks a submitter on the full queue of a gated one-worker pool (capacity 1, `Block`)
     /// and waits until it is registered as blocked.
     fn blocked_submitter<'s>(
         scope: &'s std::thread::Scope<'s, '_>,
         pool: &'s ThreadPool,
-    ) -> std::thread::ScopedJoinHandle<'s, Result<JobToken<u8>, Refused<fn() -> u8>>> {
+    ) -> std::thread::ScopedJoinHandle<'s, Submitted> {
         let blocked = scope.spawn(move || pool.submit((|| 2) as fn() -> u8));
         while pool.inner.quiet.blocked.load(SeqCst) == 0 {
             assert!(!blocked.is_finished(), "the submitter should have blocked");
