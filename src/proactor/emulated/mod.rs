@@ -195,13 +195,21 @@ impl Loops {
             Addr::Unix(_) => Peer::Unix,
         };
         let (c, token) = act::pair();
-        crate::net::connect(&handle, addr, options).on_complete(move |outcome| {
-            let result = match outcome.into_result() {
-                Ok(stream) => loops
-                    .adopt_on(&handle, stream, peer)
-                    .map_err(|_| ConnectError::Shutdown),
-                Err(act::Error::Failed(e)) => Err(e),
-                Err(_) => Err(ConnectError::Shutdown),
+        let connecting = crate::net::connect(&handle, addr, options);
+        // Cancelling this token cancels the connector's attempt (it closes the socket and
+        // answers Cancelled at once), rather than leaving it to run to its timeout.
+        let attempt = connecting.canceller();
+        c.on_cancel(move || attempt.cancel());
+        connecting.on_complete(move |outcome| {
+            let result = match outcome {
+                act::Outcome::Cancelled(()) if c.is_cancelled() => return c.cancel(()),
+                outcome => match outcome.into_result() {
+                    Ok(stream) => loops
+                        .adopt_on(&handle, stream, peer)
+                        .map_err(|_| ConnectError::Shutdown),
+                    Err(act::Error::Failed(e)) => Err(e),
+                    Err(_) => Err(ConnectError::Shutdown),
+                },
             };
             c.complete(result);
         });
