@@ -141,6 +141,21 @@ pub fn connect_from(cx: &mut Context<'_>, addr: Addr, options: ConnectOptions) -
     token
 }
 
+/// A seed for one connector's backoff jitter: the wall clock's nanoseconds mixed with a
+/// process-wide count (splitmix64), so connectors started in the same instant (a burst of
+/// clients after an outage) still draw different backoffs. Never zero (xorshift needs that).
+pub(crate) fn jitter_seed() -> u64 {
+    static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut z = nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) | 1
+}
+
 /// The wait before retry number `attempts`: random in `[0, min(max, base * 2^attempts)]` (full
 /// jitter), from the xorshift state `rng` (full jitter does not need a cryptographic
 /// generator). Shared by every connector, on either proactor backend.
@@ -199,10 +214,7 @@ impl Connect {
         completer: Completer<Stream, ConnectError>,
         handle: ReactorHandle,
     ) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9E37_79B9, |d| d.subsec_nanos() as u64)
-            | 1;
+        let seed = jitter_seed();
         Self {
             addr,
             options,
@@ -396,5 +408,27 @@ impl Drop for Connect {
         if let Some(c) = self.completer.take() {
             c.complete(Err(ConnectError::Shutdown));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connectors started together draw different backoffs (the io_uring backend's seed was
+    /// a constant once: every retry of a burst of clients moved in lockstep).
+    #[test]
+    fn connectors_started_together_draw_different_backoffs() {
+        let options = ConnectOptions::default();
+        let draws: std::collections::HashSet<Vec<Duration>> = (0..8)
+            .map(|_| {
+                let mut rng = jitter_seed();
+                assert_ne!(rng, 0, "xorshift needs a non-zero state");
+                (1..4)
+                    .map(|n| backoff_delay(&options, n, &mut rng))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(draws.len(), 8, "two connectors drew the same backoffs");
     }
 }

@@ -27,7 +27,7 @@ pub use connector::{ConnectError, ConnectOptions, ConnectToken, connect, connect
     not(all(target_os = "linux", feature = "io-uring")),
     allow(unused_imports)
 )] // the io_uring backend's
-pub(crate) use connector::{backoff_delay, retryable};
+pub(crate) use connector::{backoff_delay, jitter_seed, retryable};
 pub use linger::{Closing, LINGER_READ_BUDGET, Linger, LingerState};
 pub use service::{ProtocolError, Requests, Service};
 

@@ -14,7 +14,9 @@ impl RingLoop {
         options: ConnectOptions,
         c: crate::act::Completer<Conn, ConnectError>,
     ) {
-        let seed = (Instant::now().elapsed().subsec_nanos() as u64 ^ 0x9E37_79B9_7F4A_7C15) | 1;
+        // (It was `Instant::now().elapsed()`: about zero, so every connect drew the same
+        // backoffs and retries moved in lockstep; cargo-mutants' surviving `^`/`|` showed it.)
+        let seed = crate::net::jitter_seed();
         let key = self.connects.insert(Connecting {
             addr,
             options,
