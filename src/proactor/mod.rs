@@ -674,6 +674,8 @@ mod tests {
         a_cancel_racing_a_completion_answers_once_and_hands_the_buffer_back,
         adopted_streams_serve_like_accepted_ones_and_close_when_dropped,
         dropping_the_last_handle_flushes_accepted_writes_then_closes_in_order,
+        dropping_the_accepts_answers_its_waiting_accepts,
+        a_second_shorter_shutdown_forces_the_drain_now,
     );
 
     #[test]
@@ -824,6 +826,74 @@ mod tests {
             0,
             "the refused stream is closed"
         );
+    }
+
+    /// cargo-mutants (issue 14): dropping the `Accepts` answers the accepts still waiting
+    /// (their owner is gone), rather than leaving them until the proactor stops.
+    fn dropping_the_accepts_answers_its_waiting_accepts(backend: Backend) {
+        let p = Proactor::builder().backend(backend).build().unwrap();
+        let listener = Listener::bind(&"127.0.0.1:0".parse::<Addr>().unwrap()).unwrap();
+        let accepts = p.listen(listener).unwrap();
+        let waiting = accepts.accept();
+        drop(accepts);
+        let outcome = waiting
+            .wait_timeout(Duration::from_secs(60))
+            .expect("a waiting accept is answered when its Accepts is dropped");
+        assert!(!outcome.is_completed(), "nobody connected: {outcome:?}");
+    }
+
+    /// cargo-mutants (issue 14): a second shutdown with a shorter grace brings the drain
+    /// deadline forward, and one with a longer grace does not push it back. A connection
+    /// stays open (its owner holds it), so only the deadline ends each drain.
+    fn a_second_shorter_shutdown_forces_the_drain_now(backend: Backend) {
+        // First an hour, then none: only the second request can end this drain.
+        assert_eq!(
+            drain_with(backend, Duration::from_secs(3600), Duration::ZERO),
+            1
+        );
+        // First half a second, then an hour: the hour must not count.
+        assert_eq!(
+            drain_with(
+                backend,
+                Duration::from_millis(500),
+                Duration::from_secs(3600)
+            ),
+            1
+        );
+    }
+
+    /// Shuts a proactor with one open connection down twice, the second request once the
+    /// drain has visibly begun; returns how many connections were forced.
+    fn drain_with(backend: Backend, first: Duration, second: Duration) -> usize {
+        let p = Proactor::builder()
+            .backend(backend)
+            .threads(1)
+            .linger(Duration::from_millis(10))
+            .build()
+            .unwrap();
+        let listener = Listener::bind(&"127.0.0.1:0".parse::<Addr>().unwrap()).unwrap();
+        let Addr::Tcp(addr) = listener.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let accepts = p.listen(listener).unwrap();
+        let accepted = accepts.accept();
+        let peer = std::net::TcpStream::connect(addr).unwrap();
+        let (conn, _) = accepted.wait().into_result().unwrap();
+        let drain_began = accepts.accept(); // answered when the listener closes
+        p.shutdown(first);
+        assert!(
+            !drain_began.wait().is_completed(),
+            "no second connection came"
+        );
+        p.shutdown(second);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let joiner = std::thread::spawn(move || tx.send(p.join().unwrap()).unwrap());
+        let reports = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the shorter grace ended the drain (the longer one is an hour)");
+        joiner.join().unwrap();
+        drop((conn, peer, accepts));
+        reports.iter().map(|r| r.forced).sum()
     }
 
     fn dropping_the_last_handle_flushes_accepted_writes_then_closes_in_order(backend: Backend) {
