@@ -705,6 +705,8 @@ mod tests {
         /// Waits begun so far, and the count when events were last handed out.
         waits: usize,
         handed_at: usize,
+        /// The timeout the latest wait began with.
+        last_timeout: Option<Duration>,
     }
     type Shared = std::sync::Arc<(std::sync::Mutex<Script>, std::sync::Condvar)>;
     struct FakeDemux(Shared);
@@ -719,6 +721,7 @@ mod tests {
             let (lock, cv) = &*self.0;
             let mut s = lock.lock().unwrap();
             s.waits += 1;
+            s.last_timeout = timeout;
             cv.notify_all();
             let deadline = timeout.map(|t| Instant::now() + t);
             loop {
@@ -747,12 +750,15 @@ mod tests {
     }
 
     /// On each event, waits until another thread has taken the lead and gone to sleep in the
-    /// demultiplexer, then arms a 1 ms timer; on the first timer it also arms a far one.
+    /// demultiplexer, then arms a near timer and waits (at most a minute) until a leader
+    /// waits again with that timer's deadline; on the first timer it also arms a far one.
     struct ArmsFromBeside {
         script: Shared,
         fired: std::sync::mpsc::Sender<&'static str>,
         near: Vec<TimerId>,
     }
+
+    const NEAR: Duration = Duration::from_millis(50);
 
     impl EventHandler for ArmsFromBeside {
         fn open(&mut self, _: &mut Context<'_>) -> io::Result<()> {
@@ -762,8 +768,22 @@ mod tests {
             let (lock, cv) = &*self.script;
             let s = lock.lock().unwrap();
             let handed_at = s.handed_at;
-            drop(cv.wait_while(s, |s| s.waits <= handed_at).unwrap());
-            self.near.push(cx.set_timer(Duration::from_millis(1)));
+            let s = cv.wait_while(s, |s| s.waits <= handed_at).unwrap();
+            let armed_at = s.waits;
+            drop(s);
+            self.near.push(cx.set_timer(NEAR));
+            // This thread holds the upcall, so only the sleeping leader can look again; it
+            // must be woken to (the timer cannot fire on this thread and hide a lost wake-up).
+            let s = lock.lock().unwrap();
+            let (guard, waited) = cv
+                .wait_timeout_while(s, Duration::from_secs(60), |s| {
+                    s.waits == armed_at || s.last_timeout.is_none_or(|t| t > NEAR)
+                })
+                .unwrap();
+            drop(guard);
+            if waited.timed_out() {
+                self.fired.send("slept through").unwrap();
+            }
         }
         fn timeout(&mut self, timer: TimerId, cx: &mut Context<'_>) {
             if self.near.first() == Some(&timer) {
