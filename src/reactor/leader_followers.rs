@@ -841,6 +841,8 @@ mod tests {
             .into_result()
             .unwrap();
         assert_eq!(runner.join().unwrap(), report);
-        assert_eq!(report.drained, 1);
+        // Drained, or forced if its last timer upcall was still returning at the (zero)
+        // deadline: closed once either way.
+        assert_eq!(report.drained + report.forced, 1, "{report:?}");
     }
 }
