@@ -476,6 +476,7 @@ mod tests {
 
     impl EventHandler for Probe {
         fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+            assert!(!cx.is_draining(), "not draining while it opens");
             self.log.push(format!("{} open", self.name));
             for &(ms, label) in &self.timers {
                 let id = cx.set_timer(Duration::from_millis(ms));
@@ -496,6 +497,7 @@ mod tests {
             self.log.push(format!("{} timer {label}", self.name));
         }
         fn drain(&mut self, cx: &mut Context<'_>) {
+            assert!(cx.is_draining(), "draining in drain");
             self.log.push(format!("{} drain", self.name));
             if self.close_on_drain {
                 cx.close();
@@ -831,6 +833,94 @@ mod tests {
         assert_eq!(second.forced, 1);
         assert_eq!(first.wait().into_result(), Ok(second));
         assert_eq!(runner.join().unwrap(), second);
+    }
+
+    /// cargo-mutants (issue 14): the reactor's and a posted job's view of what is open
+    /// (`len`, `is_empty`, `close`'s answer, `Host::wake`) were unasserted.
+    #[test]
+    fn the_reactor_and_posted_jobs_see_what_is_open_close_it_and_wake_it() {
+        let mut r = Reactor::new().unwrap();
+        assert!(r.is_empty());
+        let log = std::sync::Arc::new(Log::default());
+        let a = r.add(Probe::new("a", &log)).unwrap();
+        let b = r.add(Probe::new("b", &log)).unwrap();
+        assert_eq!((r.len(), r.is_empty()), (2, false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        r.handle()
+            .post(move |host: &mut dyn Host| {
+                let seen = (host.len(), host.is_empty());
+                let closed = (host.close(a), host.close(a));
+                host.wake(b, Readiness::default());
+                tx.send((seen, closed, host.is_empty())).unwrap();
+            })
+            .unwrap();
+        r.turn().unwrap(); // runs the job
+        assert_eq!(rx.recv().unwrap(), ((2, false), (true, false), false));
+        r.turn().unwrap(); // the woken dispatch
+        assert_eq!(
+            log.take(),
+            vec!["a open", "b open", "a close closed", "b ready"]
+        );
+        assert!(r.close(b) && !r.close(b), "closes once, then it is gone");
+        assert!(r.is_empty());
+    }
+
+    /// cargo-mutants (issue 14): `Context::reregister` changes what the handler hears.
+    #[test]
+    fn reregister_changes_the_interest() {
+        struct Switches {
+            sock: mio::net::UdpSocket,
+            log: std::sync::Arc<Log>,
+        }
+        impl EventHandler for Switches {
+            fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+                cx.register(&mut self.sock, mio::Interest::READABLE)?; // nothing to read
+                cx.reregister(&mut self.sock, mio::Interest::WRITABLE)?; // writable at once
+                cx.set_timer(Duration::from_millis(100)); // the turn's fail-safe
+                Ok(())
+            }
+            fn ready(&mut self, r: Readiness, _: &mut Context<'_>) {
+                self.log.push(format!("writable {}", r.writable));
+            }
+        }
+        let sock = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        sock.connect(sock.local_addr().unwrap()).unwrap();
+        let log = std::sync::Arc::new(Log::default());
+        let mut r = Reactor::new().unwrap();
+        r.add(Switches {
+            sock,
+            log: std::sync::Arc::clone(&log),
+        })
+        .unwrap();
+        r.turn().unwrap();
+        assert_eq!(log.take(), vec!["writable true"]);
+    }
+
+    /// cargo-mutants (issue 14): the default `force` closes the handler at the deadline; it
+    /// does not linger (here the linger bound is an hour, so only the close ends the loop).
+    #[test]
+    fn a_handler_that_does_not_drain_is_closed_by_the_default_force() {
+        let log = std::sync::Arc::new(Log::default());
+        let mut r = Reactor::builder()
+            .config(Config {
+                linger: Duration::from_secs(3600),
+                ..Config::default()
+            })
+            .build()
+            .unwrap();
+        let mut stubborn = Probe::new("stubborn", &log);
+        stubborn.close_on_drain = false;
+        r.add(stubborn).unwrap();
+        let handle = r.handle();
+        let runner = std::thread::spawn(move || r.run().unwrap());
+        let report = handle
+            .shutdown(Duration::ZERO)
+            .wait_timeout(Duration::from_secs(60))
+            .expect("forced closed at the deadline, not after the hour's linger")
+            .into_result()
+            .unwrap();
+        assert_eq!(report.forced, 1);
+        assert_eq!(runner.join().unwrap(), report);
     }
 
     #[test]

@@ -845,4 +845,80 @@ mod tests {
         // deadline: closed once either way.
         assert_eq!(report.drained + report.forced, 1, "{report:?}");
     }
+
+    /// Counts its closes and its `ready` upcalls.
+    struct Counted {
+        closes: std::sync::Arc<AtomicUsize>,
+        readies: std::sync::mpsc::Sender<()>,
+    }
+
+    impl EventHandler for Counted {
+        fn open(&mut self, _: &mut Context<'_>) -> io::Result<()> {
+            Ok(())
+        }
+        fn ready(&mut self, _: Readiness, _: &mut Context<'_>) {
+            let _ = self.readies.send(());
+        }
+        fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
+            self.closes.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counted() -> (
+        Counted,
+        std::sync::Arc<AtomicUsize>,
+        std::sync::mpsc::Receiver<()>,
+    ) {
+        let closes = std::sync::Arc::new(AtomicUsize::new(0));
+        let (readies, rx) = std::sync::mpsc::channel();
+        let h = Counted {
+            closes: std::sync::Arc::clone(&closes),
+            readies,
+        };
+        (h, closes, rx)
+    }
+
+    /// cargo-mutants (issue 14): a pool dropped without running closes its handlers, once.
+    #[test]
+    fn a_pool_dropped_without_running_closes_every_handler_once() {
+        let lf = LeaderFollowers::new(2).unwrap();
+        let (h, closes, _) = counted();
+        lf.add(h).unwrap();
+        drop(lf);
+        assert_eq!(closes.load(Ordering::SeqCst), 1);
+    }
+
+    /// cargo-mutants (issue 14): a posted job's view of the pool (`Host::len`, `close`'s
+    /// answer, `wake`) was unasserted.
+    #[test]
+    fn posted_jobs_see_close_and_wake_handlers_on_the_pool() {
+        let lf = LeaderFollowers::new(2).unwrap();
+        let (a, a_closes, _) = counted();
+        let (b, b_closes, b_readies) = counted();
+        let a = lf.add(a).unwrap();
+        let b = lf.add(b).unwrap();
+        let handle = lf.handle();
+        let runner = std::thread::spawn(move || lf.run().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        handle
+            .post(move |host: &mut dyn Host| {
+                let before = host.len();
+                let closed = (host.close(a), host.close(a));
+                host.wake(b, Readiness::default());
+                tx.send((before, closed, host.len())).unwrap();
+            })
+            .unwrap();
+        assert_eq!(rx.recv().unwrap(), (2, (true, false), 1));
+        assert_eq!(a_closes.load(Ordering::SeqCst), 1);
+        b_readies
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the woken handler was dispatched");
+        let report = handle
+            .shutdown(Duration::from_secs(5))
+            .wait()
+            .into_result()
+            .unwrap();
+        assert_eq!(runner.join().unwrap(), report);
+        assert_eq!(b_closes.load(Ordering::SeqCst), 1);
+    }
 }
