@@ -168,6 +168,18 @@ impl WriteOp {
             WriteOp::Shutdown { c } => delivery.stop(c, Vec::new(), 0, why),
         }
     }
+
+    /// Fails it with `kind` (the socket's error), the buffer and what was written coming back.
+    pub(super) fn fail(self, delivery: &Delivery, kind: io::ErrorKind) {
+        let (buf, n, c) = match self {
+            WriteOp::Write {
+                buf, written, c, ..
+            } => (buf, written, c),
+            WriteOp::Shutdown { c } => (Vec::new(), 0, c),
+        };
+        let error = kind.into();
+        delivery.complete(c, Err(super::OpError { error, buf, n }));
+    }
 }
 
 impl ReadOp {

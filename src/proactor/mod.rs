@@ -676,6 +676,9 @@ mod tests {
         dropping_the_last_handle_flushes_accepted_writes_then_closes_in_order,
         dropping_the_accepts_answers_its_waiting_accepts,
         a_second_shorter_shutdown_forces_the_drain_now,
+        failures_carry_the_kernels_error,
+        a_write_cancelled_before_it_starts_is_never_sent,
+        receives_starved_of_buffers_go_on_when_buffers_come_back,
     );
 
     #[test]
@@ -894,6 +897,126 @@ mod tests {
         joiner.join().unwrap();
         drop((conn, peer, accepts));
         reports.iter().map(|r| r.forced).sum()
+    }
+
+    /// cargo-mutants (issue 14): a failed operation says which error (the sign of the
+    /// kernel's `-errno` was dropped unseen), and on both backends the operation that met the
+    /// error answers with it: a file read of a directory, a write and a receive on a
+    /// connection the peer reset.
+    fn failures_carry_the_kernels_error(backend: Backend) {
+        let reset = |kind: io::ErrorKind| {
+            matches!(
+                kind,
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            )
+        };
+        // The peer resets the connection (SO_LINGER 0), with nothing unread on either side.
+        let reset_by_peer = || {
+            let (p, conn, peer) = pair(Proactor::builder().backend(backend));
+            socket2::SockRef::from(&peer)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(peer);
+            (p, conn)
+        };
+        let (p, conn) = reset_by_peer();
+        let dir = Arc::new(File::open(std::env::temp_dir()).unwrap());
+        match p.read_file_at(dir, 0, vec![0; 16]).wait() {
+            Outcome::Completed(Err(e)) => {
+                assert_eq!(e.error.kind(), io::ErrorKind::IsADirectory, "{e:?}");
+            }
+            other => panic!("reading a directory answered {other:?}"),
+        }
+        // Writes until the kernel refuses (the first may still be taken into the buffer).
+        let mut refused = None;
+        for _ in 0..100 {
+            match conn.write_all(vec![1; 64 * 1024]).unwrap().wait() {
+                Outcome::Completed(Ok(_)) => continue,
+                Outcome::Completed(Err(e)) => {
+                    refused = Some(e.error.kind());
+                    break;
+                }
+                other => panic!("a write to a reset peer answered {other:?}"),
+            }
+        }
+        let kind = refused.expect("a write to a reset peer fails");
+        assert!(reset(kind), "{kind:?}");
+        let (_p, conn) = reset_by_peer();
+        match conn.recv().wait() {
+            Outcome::Completed(Err(e)) => assert!(reset(e.kind()), "{e:?}"),
+            other => panic!("a receive from a reset peer answered {other:?}"),
+        }
+    }
+
+    /// cargo-mutants (issue 14): a queued write cancelled before any of it went out is
+    /// dropped whole (its buffer back); the writes around it go out, in order.
+    fn a_write_cancelled_before_it_starts_is_never_sent(backend: Backend) {
+        let (_p, conn, mut peer) = pair(
+            Proactor::builder()
+                .backend(backend)
+                .water_marks(64 << 20, 1 << 20),
+        );
+        const BIG: usize = 16 << 20; // more than the socket buffers: the next write waits
+        let big = conn.write_all(vec![b'a'; BIG]).unwrap();
+        let cancelled = conn.write_all(b"NOT SENT".to_vec()).unwrap();
+        let after = conn.write_all(b"end".to_vec()).unwrap();
+        cancelled.cancel();
+        let mut got = vec![0u8; BIG + 3];
+        peer.read_exact(&mut got).unwrap();
+        assert!(got[..BIG].iter().all(|&b| b == b'a'));
+        assert_eq!(&got[BIG..], b"end", "the cancelled write was not sent");
+        assert!(big.wait().is_completed() && after.wait().is_completed());
+        match cancelled.wait() {
+            Outcome::Cancelled(buf) => assert_eq!(buf, b"NOT SENT"),
+            other => panic!("the cancelled write answered {other:?}"),
+        }
+    }
+
+    /// cargo-mutants (issue 14): with every receive buffer lent out, receives wait; when the
+    /// buffers come back they go on (none is stranded).
+    fn receives_starved_of_buffers_go_on_when_buffers_come_back(backend: Backend) {
+        let builder = || {
+            Proactor::builder()
+                .backend(backend)
+                .threads(1)
+                .recv_buffers(2, 8)
+        };
+        let (p, first, mut first_peer) = pair(builder());
+        let listener = Listener::bind(&"127.0.0.1:0".parse::<Addr>().unwrap()).unwrap();
+        let Addr::Tcp(addr) = listener.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let accepts = p.listen(listener).unwrap();
+        let mut conns = vec![first];
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let accepted = accepts.accept();
+            peers.push(std::net::TcpStream::connect(addr).unwrap());
+            conns.push(accepted.wait().into_result().unwrap().0);
+        }
+        first_peer.write_all(b"0").unwrap();
+        for (i, peer) in peers.iter_mut().enumerate() {
+            peer.write_all(&[b'1' + i as u8]).unwrap();
+        }
+        // Two receives take the two buffers and are held; the other two wait for one.
+        let mut set = act::TokenSet::new();
+        for conn in &conns {
+            set.insert(conn.recv());
+        }
+        let mut held = Vec::new();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let (_, outcome) = set.next().expect("a receive completes");
+            let buf = outcome.into_result().unwrap();
+            got.push(buf[0]);
+            held.push(buf);
+        }
+        drop(held); // the buffers go back: the waiting receives go on
+        for (_, outcome) in set {
+            got.push(outcome.into_result().unwrap()[0]);
+        }
+        got.sort_unstable();
+        assert_eq!(got, b"0123");
     }
 
     fn dropping_the_last_handle_flushes_accepted_writes_then_closes_in_order(backend: Backend) {

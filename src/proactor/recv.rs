@@ -121,3 +121,22 @@ impl HeapPool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// cargo-mutants (issue 14): the pool keeps at most `keep` buffers, and only its own size.
+    #[test]
+    fn the_heap_pool_keeps_at_most_its_bound_and_only_its_own_size() {
+        let pool = HeapPool::new(8, 2);
+        for _ in 0..3 {
+            pool.put(vec![0; 8]);
+        }
+        pool.put(vec![0; 7]); // not one of the pool's
+        assert_eq!(pool.free.lock().len(), 2, "kept up to the bound");
+        assert!(pool.free.lock().iter().all(|b| b.len() == 8));
+        let reused = pool.get();
+        assert_eq!((reused.len(), pool.free.lock().len()), (8, 1));
+    }
+}

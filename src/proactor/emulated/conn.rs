@@ -81,16 +81,28 @@ impl ConnHandler {
             }
             let r = self.pump_reads(cx);
             let w = self.pump_writes();
-            match (r, w) {
+            let e = match (r, w) {
                 (Ok(Step::Blocked), Ok(Step::Blocked)) => return,
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::debug!(peer = %self.shared.peer, error = %e, "proactor: connection error");
-                    self.fail_all(e.kind());
-                    cx.close();
-                    return;
+                // The operation that met the error answers with it (as on io_uring, where the
+                // kernel completes that operation with it); the rest are stopped.
+                (Err(e), _) => {
+                    if let Some(read) = self.ops.reads.pop_front() {
+                        read.fail(self.delivery(), e.kind());
+                    }
+                    e
                 }
-                _ => {}
-            }
+                (_, Err(e)) => {
+                    if let Some(write) = self.ops.writes.pop_front() {
+                        write.fail(self.delivery(), e.kind());
+                    }
+                    e
+                }
+                _ => continue,
+            };
+            tracing::debug!(peer = %self.shared.peer, error = %e, "proactor: connection error");
+            self.fail_all(e.kind());
+            cx.close();
+            return;
         }
     }
 

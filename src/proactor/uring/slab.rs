@@ -116,6 +116,7 @@ mod tests {
         assert_eq!(b, next);
         assert_ne!(a, b, "same slot, new generation");
         assert_eq!(s.get(a), None);
+        assert_eq!(s.get_mut(a), None, "not through get_mut either");
         assert_eq!(s.remove(a), None);
         assert_eq!(s.get(b), Some(&"b"));
         assert_eq!((s.len(), s.keys().collect::<Vec<_>>()), (1, vec![b]));
