@@ -795,6 +795,11 @@ mod tests {
             order_of(p, g, vec![(d, 1), (dl(30), 2), (dl(10), 3), (dl(10), 4)]),
             vec![3, 4, 2, 1]
         );
+        // cargo-mutants (issue 14): equal deadlines run in submission order (the queue's
+        // sequence number breaks the tie; with it stuck at 0 the heap's order shows).
+        let (p, g, _held) = gated(EarliestDeadline::default());
+        let same: Vec<_> = (1..=8).map(|n| (dl(10), n)).collect();
+        assert_eq!(order_of(p, g, same), (1..=8).collect::<Vec<_>>());
     }
 
     #[test]
