@@ -546,6 +546,7 @@ mod tests {
             ThreadPool::builder(),
             ThreadPool::builder().work_stealing(),
             ThreadPool::builder().scheduler(Fifo::default()),
+            ThreadPool::builder().scheduler(Lifo::default()),
         ] {
             let (pool, open, held) = gated_with(builder);
             let waiting: Vec<_> = (0..3).map(|_| pool.submit(|| ()).unwrap()).collect();
@@ -1059,6 +1060,7 @@ mod tests {
         assert_eq!(st.queued, 0);
         assert_eq!(st.threads, 1);
         assert_eq!(st.queue_wait.map(|l| l.count), Some(3));
+        assert_eq!(st.run_time.map(|l| l.count), Some(3), "every run is timed");
         drop(pool);
     }
 
@@ -1212,6 +1214,79 @@ mod tests {
             .unwrap();
         assert_eq!(pool.threads(), 0);
         assert_eq!(pool.shutdown(Shutdown::Now), 0);
+    }
+
+    /// cargo-mutants (issue 14): a future whose token is cancelled before its first poll
+    /// is never polled, and answers Cancelled.
+    #[test]
+    fn a_future_cancelled_before_its_first_poll_never_runs() {
+        let (pool, gate, _held) = gated_with(ThreadPool::builder());
+        let ran = std::sync::Arc::new(AtomicBool::new(false));
+        let r = std::sync::Arc::clone(&ran);
+        let token = pool
+            .spawn_future(async move { r.store(true, SeqCst) })
+            .unwrap();
+        token.cancel();
+        gate.send(()).unwrap();
+        assert_eq!(token.wait(), Outcome::Cancelled(()));
+        pool.shutdown(Shutdown::Graceful);
+        assert!(!ran.load(SeqCst), "the cancelled future was polled");
+    }
+
+    /// cargo-mutants (issue 14): a future that can never be woken (its last waker dropped)
+    /// answers Abandoned and gives its unit of capacity back.
+    #[test]
+    fn an_abandoned_future_gives_its_capacity_back() {
+        let pool = ThreadPool::builder()
+            .threads(1)
+            .capacity(1)
+            .when_full(WhenFull::Reject)
+            .build()
+            .unwrap();
+        let never = pool.spawn_future(std::future::pending::<()>()).unwrap();
+        assert_eq!(never.wait(), Outcome::Abandoned);
+        let next = pool.submit(|| 1).expect("the capacity came back");
+        assert_eq!(next.wait().into_result().unwrap(), 1);
+    }
+
+    /// cargo-mutants (issue 14): the pool starts no worker beyond `max_threads`, and keeps
+    /// `min_threads` when idle.
+    #[test]
+    fn workers_stay_between_min_and_max() {
+        let pool = ThreadPool::builder()
+            .min_threads(1)
+            .max_threads(2)
+            .keep_alive(Duration::ZERO)
+            .build()
+            .unwrap();
+        let (open, gate) = mpsc::channel::<()>();
+        let gate = std::sync::Arc::new(std::sync::Mutex::new(gate));
+        let (started_tx, started) = mpsc::channel();
+        let tokens: Vec<_> = (0..3)
+            .map(|_| {
+                let (gate, started) = (std::sync::Arc::clone(&gate), started_tx.clone());
+                pool.submit(move || {
+                    started.send(()).unwrap();
+                    gate.lock().unwrap().recv().unwrap();
+                })
+                .unwrap()
+            })
+            .collect();
+        started.recv().unwrap();
+        started.recv().unwrap(); // two run, the third waits: no third worker
+        assert_eq!(pool.threads(), 2, "max_threads is 2");
+        for _ in 0..3 {
+            open.send(()).unwrap();
+        }
+        for t in tokens {
+            t.wait().into_result().unwrap();
+        }
+        assert_eq!(pool.wait_threads_at_most(1), 1, "the one above min exits");
+        // The last must stay: wait a second for it to (wrongly) exit.
+        let mut ctl = pool.inner.ctl.lock();
+        let deadline = crate::monitor::deadline_after(Duration::from_secs(1));
+        let _ = ctl.wait_on_while_until(&pool.inner.exited, deadline, |c| c.alive > 0);
+        assert_eq!(ctl.alive, 1, "min_threads is 1");
     }
 
     #[test]

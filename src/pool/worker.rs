@@ -132,8 +132,12 @@ impl Inner {
                 if ctl
                     .wait_on_while_until(&self.work, deadline, waiting)
                     .is_err()
+                    && ctl.alive > self.min
                 {
-                    break false; // idle for the whole keep-alive, above the minimum: shrink
+                    // Idle for the whole keep-alive, and still above the minimum (asked again:
+                    // the lock was let go while waiting, and other idle workers may have
+                    // shrunk the pool meanwhile): shrink.
+                    break false;
                 }
             } else {
                 ctl.wait_on_while(&self.work, waiting);
