@@ -863,6 +863,12 @@ mod tests {
         );
         assert!(r.close(b) && !r.close(b), "closes once, then it is gone");
         assert!(r.is_empty());
+        let (tx, rx) = std::sync::mpsc::channel();
+        r.handle()
+            .post(move |host: &mut dyn Host| tx.send(host.is_empty()).unwrap())
+            .unwrap();
+        r.turn().unwrap();
+        assert!(rx.recv().unwrap(), "a posted job sees the reactor empty");
     }
 
     /// cargo-mutants (issue 14): `Context::reregister` changes what the handler hears.
