@@ -16,8 +16,9 @@
 //!   close) marks it closed but leaves the waiting operations for the loop's next take.
 //! - Write bytes are accounted here, against a high-water mark: a submit that would take the
 //!   queued bytes above it is refused with its operation back (unless nothing is queued, so one
-//!   oversized write can always proceed), and [`OpQueue::written`] reports when the queue fell
-//!   to the low-water mark, for the loop to answer "writable" waiters.
+//!   oversized write can always proceed); the loop gives bytes back with
+//!   [`OpQueue::written`] and answers "writable" waiters once
+//!   [`OpQueue::is_writable`] says the queue is at or below the low-water mark.
 // Public for the loom models (re-exported under `--cfg posa_loom` only).
 #![cfg_attr(not(posa_loom), allow(unreachable_pub))]
 
@@ -82,13 +83,11 @@ impl<O, W: Clone> OpQueue<O, W> {
         !s.closed
     }
 
-    /// Loop side: `bytes` of queued writes went out. `true` if that took the queue from above
-    /// the low-water mark to at or below it.
-    pub fn written(&self, bytes: usize) -> bool {
+    /// Loop side: `bytes` of queued writes went out. (Whether that crossed the low-water
+    /// mark is asked afterwards, by [`is_writable`](Self::is_writable), when waiters exist.)
+    pub fn written(&self, bytes: usize) {
         let mut s = self.state.lock();
-        let before = s.queued_bytes;
-        s.queued_bytes = before.saturating_sub(bytes);
-        before > self.low_water && s.queued_bytes <= self.low_water
+        s.queued_bytes = s.queued_bytes.saturating_sub(bytes);
     }
 
     /// `true` if queued writes are at or below the low-water mark.
