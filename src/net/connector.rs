@@ -141,19 +141,18 @@ pub fn connect_from(cx: &mut Context<'_>, addr: Addr, options: ConnectOptions) -
     token
 }
 
-/// A seed for one connector's backoff jitter: the wall clock's nanoseconds mixed with a
-/// process-wide count (splitmix64), so connectors started in the same instant (a burst of
-/// clients after an outage) still draw different backoffs. Never zero (xorshift needs that).
+/// A seed for one connector's backoff jitter: the wall clock's nanoseconds hashed with a fresh
+/// `RandomState` (std seeds it randomly per thread and moves it on with every new one), so
+/// connectors started in the same instant (a burst of clients after an outage) still draw
+/// different backoffs. Never zero (xorshift needs that).
 pub(crate) fn jitter_seed() -> u64 {
-    static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    use std::hash::{BuildHasher, Hasher};
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut z = nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) | 1
+        .map_or(0, |d| d.as_nanos());
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(nanos);
+    h.finish() | 1
 }
 
 /// The wait before retry number `attempts`: random in `[0, min(max, base * 2^attempts)]` (full
