@@ -284,6 +284,19 @@ fn proactor_connect_to_a_refused_port_fails_after_every_attempt(backend: Backend
         }
         other => panic!("expected a refusal after 3 attempts, got {other:?}"),
     }
+    // An error not worth retrying (no such socket file) ends at the first attempt.
+    let missing = std::env::temp_dir().join(format!("posa-no-such-{}.sock", std::process::id()));
+    match p
+        .connect_with(Addr::Unix(missing), quick(3, 5_000))
+        .wait()
+        .into_result()
+    {
+        Err(posa::act::Error::Failed(ConnectError::Failed { attempts, last })) => {
+            assert_eq!(attempts, 1, "not retried: {last}");
+            assert_eq!(last.kind(), io::ErrorKind::NotFound);
+        }
+        other => panic!("expected NotFound at once, got {other:?}"),
+    }
 }
 
 fn proactor_connect_to_a_full_backlog_times_out_after_the_last_attempt(backend: Backend) {

@@ -679,6 +679,7 @@ mod tests {
         failures_carry_the_kernels_error,
         a_write_cancelled_before_it_starts_is_never_sent,
         receives_starved_of_buffers_go_on_when_buffers_come_back,
+        a_forced_close_at_the_deadline_still_delivers_accepted_writes,
     );
 
     #[test]
@@ -946,6 +947,39 @@ mod tests {
             Outcome::Completed(Err(e)) => assert!(reset(e.kind()), "{e:?}"),
             other => panic!("a receive from a reset peer answered {other:?}"),
         }
+        let (_p, conn) = reset_by_peer();
+        match conn.read_some(vec![0; 8]).wait() {
+            Outcome::Completed(Err(e)) => {
+                assert!(reset(e.error.kind()), "{e:?}");
+                assert_eq!((e.buf.len(), e.n), (8, 0), "the buffer comes back");
+            }
+            other => panic!("a read from a reset peer answered {other:?}"),
+        }
+    }
+
+    /// cargo-mutants (issue 14): connections still open at a drain's deadline are forced into
+    /// a graceful close: accepted writes go out whole, then the write side shuts (no reset
+    /// that would destroy them), even with unread input from the peer.
+    fn a_forced_close_at_the_deadline_still_delivers_accepted_writes(backend: Backend) {
+        let (p, conn, mut peer) = pair(Proactor::builder().backend(backend).threads(1));
+        let big: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
+        let write = conn.write_all(big.clone()).unwrap();
+        peer.write_all(b"unread request").unwrap();
+        p.shutdown(Duration::ZERO);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got)
+            .expect("an orderly end of stream, not a reset");
+        assert!(
+            got == big,
+            "every accepted byte, in order ({} of {})",
+            got.len(),
+            big.len()
+        );
+        assert!(write.wait().is_completed());
+        drop(peer);
+        let forced: usize = p.join().unwrap().iter().map(|r| r.forced).sum();
+        assert_eq!(forced, 1);
+        drop(conn);
     }
 
     /// cargo-mutants (issue 14): a queued write cancelled before any of it went out is
@@ -1104,6 +1138,10 @@ mod tests {
         for t in accepted {
             assert_eq!(t.wait().into_result().unwrap().n, 16 * 1024);
         }
+        assert_eq!(conn.queued_bytes(), 0, "every written byte given back");
+        // An empty write is a write of nothing, not an error.
+        let empty = conn.write_all(Vec::new()).unwrap().wait().into_result();
+        assert_eq!(empty.map(|d| d.n).ok(), Some(0));
     }
 
     fn cancelling_a_pending_read_hands_the_buffer_back(backend: Backend) {
@@ -1197,6 +1235,22 @@ mod tests {
         let cancelled = p.timer(Duration::from_secs(3600));
         cancelled.cancel();
         assert_eq!(cancelled.wait(), Outcome::Cancelled(()));
+        // A far timer has not fired when a near one armed after it has (same loop, in order).
+        let far = p.timer(Duration::from_secs(3600));
+        p.timer(Duration::from_millis(1))
+            .wait()
+            .into_result()
+            .unwrap();
+        assert!(!far.is_ready(), "an hour's timer fired early");
+        assert_eq!(
+            p.handles().len(),
+            if backend == Backend::Emulated {
+                p.loops()
+            } else {
+                0
+            },
+            "the emulated backend's reactors are handed out; io_uring has none"
+        );
         let path = std::env::temp_dir().join(format!("posa-proactor-{}", std::process::id()));
         std::fs::write(&path, b"hello, appended").unwrap();
         let file = Arc::new(File::open(&path).unwrap());
