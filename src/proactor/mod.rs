@@ -1224,6 +1224,19 @@ mod tests {
             };
             assert!(name.starts_with(expected), "ran on {name}");
         }
+        // A pool that no longer takes work still gets its completions delivered (on the
+        // loop, by the refused delivery job's drop), never lost.
+        let closed = Arc::new(ThreadPool::new(1).unwrap());
+        closed.close(crate::pool::Shutdown::Now);
+        let p = Proactor::builder()
+            .backend(backend)
+            .complete_on(CompleteOn::Pool(closed))
+            .build()
+            .unwrap();
+        assert_eq!(
+            p.timer(Duration::from_millis(1)).wait(),
+            Outcome::Completed(Ok(()))
+        );
     }
 
     fn timers_and_file_reads_complete_through_tokens(backend: Backend) {
@@ -1235,6 +1248,16 @@ mod tests {
         let cancelled = p.timer(Duration::from_secs(3600));
         cancelled.cancel();
         assert_eq!(cancelled.wait(), Outcome::Cancelled(()));
+        // An operation started inside a completion, on the loop's own thread, goes on with no
+        // wake-up from outside (cargo-mutants: the loop's look at its inbox before it sleeps).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = p.handle();
+        p.timer(Duration::from_millis(1)).on_complete(move |_| {
+            handle
+                .timer(Duration::from_millis(1))
+                .on_complete(move |o| tx.send(o.is_completed()).unwrap());
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(true));
         // A far timer has not fired when a near one armed after it has (same loop, in order).
         let far = p.timer(Duration::from_secs(3600));
         p.timer(Duration::from_millis(1))
