@@ -929,6 +929,35 @@ mod tests {
         assert_eq!(runner.join().unwrap(), report);
     }
 
+    /// cargo-mutants (issue 14): posts beyond one turn's budget run on the next turns
+    /// without another wake-up (`take_batch` says that jobs are left).
+    #[test]
+    fn posts_beyond_the_budget_run_on_the_next_turns() {
+        let mut r = Reactor::builder()
+            .config(Config {
+                post_budget: 2,
+                ..Config::default()
+            })
+            .build()
+            .unwrap();
+        let handle = r.handle();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..5 {
+            let tx = tx.clone();
+            handle.post(move |_| tx.send(i).unwrap()).unwrap();
+        }
+        let runner = std::thread::spawn(move || r.run().unwrap());
+        let got: Vec<_> = (0..5)
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(60))
+                    .expect("every post runs")
+            })
+            .collect();
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        drop(handle.shutdown(Duration::ZERO));
+        runner.join().unwrap();
+    }
+
     #[test]
     fn dropping_a_reactor_closes_every_handler_once() {
         let log = std::sync::Arc::new(Log::default());

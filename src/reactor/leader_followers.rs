@@ -878,6 +878,28 @@ mod tests {
         (h, closes, rx)
     }
 
+    /// cargo-mutants (issue 14): a handler that closes itself in `open` is closed at once.
+    #[test]
+    fn a_handler_closing_itself_in_open_is_closed_at_once() {
+        struct ClosesAtOnce(std::sync::Arc<AtomicUsize>);
+        impl EventHandler for ClosesAtOnce {
+            fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+                cx.close();
+                Ok(())
+            }
+            fn ready(&mut self, _: Readiness, _: &mut Context<'_>) {}
+            fn close(&mut self, _: &CloseReason, _: &mut Context<'_>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let lf = LeaderFollowers::new(1).unwrap();
+        let closes = std::sync::Arc::new(AtomicUsize::new(0));
+        lf.add(ClosesAtOnce(std::sync::Arc::clone(&closes)))
+            .unwrap();
+        assert_eq!(closes.load(Ordering::SeqCst), 1);
+        assert_eq!(lf.lf.table.lock().len(), 0);
+    }
+
     /// cargo-mutants (issue 14): a pool dropped without running closes its handlers, once.
     #[test]
     fn a_pool_dropped_without_running_closes_every_handler_once() {
