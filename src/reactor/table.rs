@@ -103,6 +103,24 @@ impl<T> Table<T> {
 mod tests {
     use super::*;
 
+    /// cargo-mutants (issue 14): a slot's generation moves on with every reuse, so no id of
+    /// an earlier occupant ever matches a later one (a generation that wrapped back after two
+    /// reuses was unseen).
+    #[test]
+    fn every_reuse_of_a_slot_gets_a_new_generation() {
+        let mut t = Table::new();
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            let id = t.insert(i, 8).unwrap();
+            assert!(ids.iter().all(|old: &HandlerId| old.index() == id.index() && *old != id));
+            ids.push(id);
+            assert_eq!(t.remove(id), Some(i));
+        }
+        let now = t.insert(9, 8).unwrap();
+        assert!(ids.iter().all(|old| t.get(*old).is_none()), "a stale id found the new value");
+        assert_eq!(t.get(now), Some(&9));
+    }
+
     #[test]
     fn stale_ids_never_match_the_next_occupant() {
         let mut t = Table::new();
