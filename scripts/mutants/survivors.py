@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Lists every cargo-mutants survivor with the reason it survives, from the runs' outcomes.
 
-usage: survivors.py RULES OUT.md MODULE=DIR[,DIR...][;REJUDGE[,REJUDGE...]] ...
+usage: survivors.py RULES OUT.md [--append EARLIER.md] MODULE=DIR[,DIR...][;REJUDGE...] ...
 
 Each DIR is a cargo-mutants output directory (holding mutants.out/outcomes.json): the runs
 (or shards) of a module; each REJUDGE directory re-decides the mutants it judged again
@@ -35,6 +35,9 @@ def outcomes(d):
 
 def main():
     rules_path, out_path, *mods = sys.argv[1:]
+    append = None
+    if mods[:1] == ["--append"]:
+        append, mods = mods[1], mods[2:]
     rules = []
     for line in open(rules_path):
         line = line.rstrip("\n")
@@ -87,6 +90,9 @@ def main():
             k = k.replace("|", "\\|")
             lines.append(f"| `{k}` | {cat} | {why} |")
         lines.append("")
+    if append:
+        with open(append) as f:
+            lines.append(f.read())
     with open(out_path, "w") as f:
         f.write("\n".join(lines))
     for m, n, v, d, s in summary:

@@ -114,3 +114,30 @@ impl std::fmt::Debug for ReactorGroup {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threads_named(prefix: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                    .filter(|name| name.starts_with(prefix))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// cargo-mutants (issue 14): dropping a group that was neither shut down nor joined stops
+    /// and joins its loops (no thread left behind).
+    #[test]
+    fn dropping_a_group_stops_and_joins_its_loops() {
+        let reactors = (0..2).map(|_| Reactor::new().unwrap()).collect();
+        let group = ReactorGroup::spawn(reactors, "grpdrop").unwrap();
+        assert_eq!(threads_named("grpdrop-"), 2);
+        drop(group);
+        assert_eq!(threads_named("grpdrop-"), 0);
+    }
+}
