@@ -958,6 +958,31 @@ mod tests {
         runner.join().unwrap();
     }
 
+    /// cargo-mutants (issue 14): a `HandlerWaker`'s dispatch says it was woken, and
+    /// `same_loop` tells handles of one loop from another's.
+    #[test]
+    fn a_woken_dispatch_says_so_and_handles_know_their_loop() {
+        struct Woken(std::sync::Arc<Log>);
+        impl EventHandler for Woken {
+            fn open(&mut self, _: &mut Context<'_>) -> io::Result<()> {
+                Ok(())
+            }
+            fn ready(&mut self, r: Readiness, _: &mut Context<'_>) {
+                self.0.push(format!("woken {}", r.woken));
+            }
+        }
+        let log = std::sync::Arc::new(Log::default());
+        let mut r = Reactor::new().unwrap();
+        let id = r.add(Woken(std::sync::Arc::clone(&log))).unwrap();
+        assert!(r.handle().waker(id).wake());
+        r.turn().unwrap(); // runs the wake-up job, which queues the dispatch
+        r.turn().unwrap();
+        assert_eq!(log.take(), vec!["woken true"]);
+        let other = Reactor::new().unwrap();
+        assert!(r.handle().same_loop(&r.handle()));
+        assert!(!r.handle().same_loop(&other.handle()));
+    }
+
     #[test]
     fn dropping_a_reactor_closes_every_handler_once() {
         let log = std::sync::Arc::new(Log::default());
