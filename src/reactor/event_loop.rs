@@ -983,6 +983,45 @@ mod tests {
         assert!(!r.handle().same_loop(&other.handle()));
     }
 
+    /// cargo-mutants (issue 14): a handler forced at the drain deadline may linger until the
+    /// linger bound (`now + linger`), no less: on virtual time, the loop goes on while the
+    /// bound is ahead and stops when it passes.
+    #[test]
+    fn a_forced_handler_may_linger_until_the_linger_bound() {
+        /// Stays open through drain and force, and asks to run again every turn, so no turn
+        /// sleeps until the (virtual) bound.
+        struct Lingers;
+        impl EventHandler for Lingers {
+            fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+                cx.call_again(Readiness::default());
+                Ok(())
+            }
+            fn ready(&mut self, r: Readiness, cx: &mut Context<'_>) {
+                cx.call_again(r);
+            }
+            fn drain(&mut self, _: &mut Context<'_>) {}
+            fn force(&mut self, _: &mut Context<'_>) {}
+        }
+        let clock = std::sync::Arc::new(ManualClock::new());
+        let mut r = Reactor::builder()
+            .clock(clock.clone())
+            .config(Config {
+                linger: Duration::from_secs(3600),
+                ..Config::default()
+            })
+            .build()
+            .unwrap();
+        r.add(Lingers).unwrap();
+        let handle = r.handle();
+        drop(handle.shutdown(Duration::ZERO));
+        for _ in 0..3 {
+            assert!(r.turn().unwrap().is_none(), "stopped while the handler may still linger");
+        }
+        clock.advance(Duration::from_secs(3601));
+        let report = r.turn().unwrap().expect("the linger bound ends the loop");
+        assert_eq!(report.forced, 1);
+    }
+
     #[test]
     fn dropping_a_reactor_closes_every_handler_once() {
         let log = std::sync::Arc::new(Log::default());
