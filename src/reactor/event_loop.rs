@@ -1015,7 +1015,10 @@ mod tests {
         let handle = r.handle();
         drop(handle.shutdown(Duration::ZERO));
         for _ in 0..3 {
-            assert!(r.turn().unwrap().is_none(), "stopped while the handler may still linger");
+            assert!(
+                r.turn().unwrap().is_none(),
+                "stopped while the handler may still linger"
+            );
         }
         clock.advance(Duration::from_secs(3601));
         let report = r.turn().unwrap().expect("the linger bound ends the loop");

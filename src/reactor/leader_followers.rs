@@ -943,4 +943,86 @@ mod tests {
         assert_eq!(runner.join().unwrap(), report);
         assert_eq!(b_closes.load(Ordering::SeqCst), 1);
     }
+
+    /// Stays open through drain and force (a drain is reported on `drained`), and asks to run
+    /// again every time, so the pool's threads keep turning.
+    /// With `close_after_drain`, it closes itself on its first run after the drain began.
+    struct Lingers {
+        drained: std::sync::mpsc::Sender<()>,
+        close_after_drain: bool,
+        saw_drain: bool,
+    }
+
+    impl Lingers {
+        fn new(drained: std::sync::mpsc::Sender<()>, close_after_drain: bool) -> Self {
+            Self {
+                drained,
+                close_after_drain,
+                saw_drain: false,
+            }
+        }
+    }
+
+    impl EventHandler for Lingers {
+        fn open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+            cx.call_again(Readiness::default());
+            Ok(())
+        }
+        fn ready(&mut self, r: Readiness, cx: &mut Context<'_>) {
+            if self.close_after_drain && self.saw_drain {
+                cx.close();
+            } else {
+                cx.call_again(r);
+            }
+        }
+        fn drain(&mut self, _: &mut Context<'_>) {
+            self.saw_drain = true;
+            let _ = self.drained.send(());
+        }
+        fn force(&mut self, _: &mut Context<'_>) {}
+    }
+
+    /// cargo-mutants (issue 14): a handler that closes during the drain, before the
+    /// deadline, is counted drained, not forced (the deadline is not due early).
+    #[test]
+    fn a_handler_closed_before_the_deadline_is_drained_not_forced() {
+        let (drained, drain_began) = std::sync::mpsc::channel();
+        let lf = LeaderFollowers::new(2).unwrap();
+        lf.add(Lingers::new(drained, true)).unwrap();
+        let handle = lf.handle();
+        let runner = std::thread::spawn(move || lf.run().unwrap());
+        let stopped = handle.shutdown(Duration::from_secs(3600));
+        drain_began.recv().unwrap();
+        let report = stopped.wait().into_result().unwrap();
+        assert_eq!((report.drained, report.forced), (1, 0), "{report:?}");
+        assert_eq!(runner.join().unwrap(), report);
+    }
+
+    /// cargo-mutants (issue 14): a handler forced at the deadline may linger until the
+    /// linger bound, no less: on virtual time the pool goes on while the bound is ahead and
+    /// stops when it passes.
+    #[test]
+    fn a_forced_handler_may_linger_until_the_linger_bound() {
+        let clock = std::sync::Arc::new(crate::clock::ManualClock::new());
+        let config = Config {
+            linger: Duration::from_secs(3600),
+            ..Config::default()
+        };
+        let lf = LeaderFollowers::with_config(2, config, clock.clone()).unwrap();
+        let (drained, drain_began) = std::sync::mpsc::channel();
+        lf.add(Lingers::new(drained, false)).unwrap();
+        let handle = lf.handle();
+        let runner = std::thread::spawn(move || lf.run().unwrap());
+        let stopped = handle.shutdown(Duration::ZERO);
+        drain_began.recv().unwrap();
+        // Virtual time stands still: however long this waits, the bound stays an hour away.
+        let stopped = match stopped.wait_timeout(Duration::from_millis(200)) {
+            Err(still) => still.into_token(),
+            Ok(report) => panic!("stopped while the handler may still linger: {report:?}"),
+        };
+        clock.advance(Duration::from_secs(3601));
+        let report = stopped.wait().into_result().unwrap();
+        assert_eq!(report.forced, 1);
+        assert_eq!(runner.join().unwrap(), report);
+    }
 }

@@ -112,12 +112,18 @@ mod tests {
         let mut ids = Vec::new();
         for i in 0..4 {
             let id = t.insert(i, 8).unwrap();
-            assert!(ids.iter().all(|old: &HandlerId| old.index() == id.index() && *old != id));
+            assert!(
+                ids.iter()
+                    .all(|old: &HandlerId| old.index() == id.index() && *old != id)
+            );
             ids.push(id);
             assert_eq!(t.remove(id), Some(i));
         }
         let now = t.insert(9, 8).unwrap();
-        assert!(ids.iter().all(|old| t.get(*old).is_none()), "a stale id found the new value");
+        assert!(
+            ids.iter().all(|old| t.get(*old).is_none()),
+            "a stale id found the new value"
+        );
         assert_eq!(t.get(now), Some(&9));
     }
 
