@@ -136,6 +136,14 @@ mod tests {
     fn dropping_a_group_stops_and_joins_its_loops() {
         let reactors = (0..2).map(|_| Reactor::new().unwrap()).collect();
         let group = ReactorGroup::spawn(reactors, "grpdrop").unwrap();
+        // A thread names itself once it starts: wait until each loop has run a job.
+        let (tx, rx) = std::sync::mpsc::channel();
+        for h in group.handles() {
+            let tx = tx.clone();
+            h.post(move |_| tx.send(()).unwrap()).unwrap();
+        }
+        rx.recv().unwrap();
+        rx.recv().unwrap();
         assert_eq!(threads_named("grpdrop-"), 2);
         drop(group);
         assert_eq!(threads_named("grpdrop-"), 0);
