@@ -721,6 +721,10 @@ mod tests {
             got.extend_from_slice(&piece);
         }
         assert_eq!(got, b"0123456789abcdef");
+        // Data that comes within the timeout is received (the timer is armed `after` ahead).
+        let within = conn.recv_timeout(Duration::from_secs(60));
+        peer.write_all(b"late").unwrap();
+        assert_eq!(&within.wait().into_result().unwrap()[..], b"late");
         let timed = conn.recv_timeout(Duration::from_millis(20)).wait();
         assert!(
             matches!(&timed, Outcome::Completed(Err(e)) if e.kind() == io::ErrorKind::TimedOut),
