@@ -109,3 +109,19 @@ mod doc_pages {
     #[doc = include_str!("../README.md")]
     struct Readme;
 }
+
+/// Helpers shared by the unit tests of several modules.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// Threads of this process whose name starts with `prefix` (from `/proc/self/task`).
+    pub(crate) fn threads_named(prefix: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                    .filter(|name| name.starts_with(prefix))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}

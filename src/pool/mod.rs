@@ -1295,16 +1295,7 @@ mod tests {
 
     #[test]
     fn dropping_a_pool_leaves_no_thread_behind() {
-        fn named(prefix: &str) -> usize {
-            std::fs::read_dir("/proc/self/task")
-                .map(|d| {
-                    d.filter_map(Result::ok)
-                        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-                        .filter(|name| name.starts_with(prefix))
-                        .count()
-                })
-                .unwrap_or(0)
-        }
+        use crate::test_support::threads_named as named;
         let pool = ThreadPool::builder()
             .name("leakchk")
             .threads(3)

@@ -119,16 +119,7 @@ impl std::fmt::Debug for ReactorGroup {
 mod tests {
     use super::*;
 
-    fn threads_named(prefix: &str) -> usize {
-        std::fs::read_dir("/proc/self/task")
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-                    .filter(|name| name.starts_with(prefix))
-                    .count()
-            })
-            .unwrap_or(0)
-    }
+    use crate::test_support::threads_named;
 
     /// cargo-mutants (issue 14): dropping a group that was neither shut down nor joined stops
     /// and joins its loops (no thread left behind).
