@@ -840,8 +840,7 @@ mod tests {
     /// (their owner is gone), rather than leaving them until the proactor stops.
     fn dropping_the_accepts_answers_its_waiting_accepts(backend: Backend) {
         let p = Proactor::builder().backend(backend).build().unwrap();
-        let listener = Listener::bind(&"127.0.0.1:0".parse::<Addr>().unwrap()).unwrap();
-        let accepts = p.listen(listener).unwrap();
+        let (accepts, _) = listening(&p);
         let waiting = accepts.accept();
         drop(accepts);
         let outcome = waiting
@@ -879,14 +878,8 @@ mod tests {
             .linger(Duration::from_millis(10))
             .build()
             .unwrap();
-        let listener = Listener::bind(&"127.0.0.1:0".parse::<Addr>().unwrap()).unwrap();
-        let Addr::Tcp(addr) = listener.local_addr().unwrap() else {
-            unreachable!()
-        };
-        let accepts = p.listen(listener).unwrap();
-        let accepted = accepts.accept();
-        let peer = std::net::TcpStream::connect(addr).unwrap();
-        let (conn, _) = accepted.wait().into_result().unwrap();
+        let (accepts, addr) = listening(&p);
+        let (conn, peer) = accept_one(&accepts, addr);
         let drain_began = accepts.accept(); // answered when the listener closes
         p.shutdown(first);
         assert!(
@@ -1020,17 +1013,13 @@ mod tests {
                 .recv_buffers(2, 8)
         };
         let (p, first, mut first_peer) = pair(builder());
-        let listener = Listener::bind(&"127.0.0.1:0".parse::<Addr>().unwrap()).unwrap();
-        let Addr::Tcp(addr) = listener.local_addr().unwrap() else {
-            unreachable!()
-        };
-        let accepts = p.listen(listener).unwrap();
+        let (accepts, addr) = listening(&p);
         let mut conns = vec![first];
         let mut peers = Vec::new();
         for _ in 0..3 {
-            let accepted = accepts.accept();
-            peers.push(std::net::TcpStream::connect(addr).unwrap());
-            conns.push(accepted.wait().into_result().unwrap().0);
+            let (conn, peer) = accept_one(&accepts, addr);
+            conns.push(conn);
+            peers.push(peer);
         }
         first_peer.write_all(b"0").unwrap();
         for (i, peer) in peers.iter_mut().enumerate() {
@@ -1076,17 +1065,27 @@ mod tests {
 
     fn pair(builder: Builder) -> (Proactor, Conn, std::net::TcpStream) {
         let proactor = builder.build().unwrap();
+        let (accepts, addr) = listening(&proactor);
+        let (conn, peer) = accept_one(&accepts, addr);
+        (proactor, conn, peer)
+    }
+
+    /// A loopback listener handed to `p`, and its address.
+    fn listening(p: &Proactor) -> (Accepts, std::net::SocketAddr) {
         let listener = Listener::bind(&"127.0.0.1:0".parse::<Addr>().unwrap()).unwrap();
         let Addr::Tcp(addr) = listener.local_addr().unwrap() else {
             unreachable!()
         };
-        let accepts = proactor.listen(listener).unwrap();
+        (p.listen(listener).unwrap(), addr)
+    }
+
+    /// Connects a blocking peer (10 s read timeout) to `addr` and accepts it.
+    fn accept_one(accepts: &Accepts, addr: std::net::SocketAddr) -> (Conn, std::net::TcpStream) {
         let accepted = accepts.accept();
         let peer = std::net::TcpStream::connect(addr).unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let (conn, _) = accepted.wait().into_result().unwrap();
-        (proactor, conn, peer)
+        (accepted.wait().into_result().unwrap().0, peer)
     }
 
     fn queued_writes_complete_in_order_and_arrive_in_order(backend: Backend) {
