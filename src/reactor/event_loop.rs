@@ -697,15 +697,23 @@ mod tests {
         );
     }
 
+    /// Runs `r` on its own thread with a handler that does not close when told to drain
+    /// ("stubborn", logging to `log`); returns its handle and the thread.
+    fn run_with_stubborn(
+        mut r: Reactor,
+        log: &std::sync::Arc<Log>,
+    ) -> (ReactorHandle, std::thread::JoinHandle<ShutdownReport>) {
+        let mut stubborn = Probe::new("stubborn", log);
+        stubborn.close_on_drain = false;
+        r.add(stubborn).unwrap();
+        let handle = r.handle();
+        (handle, std::thread::spawn(move || r.run().unwrap()))
+    }
+
     #[test]
     fn shutdown_from_another_thread_drains_forces_and_reports() {
         let log = std::sync::Arc::new(Log::default());
-        let mut r = Reactor::new().unwrap();
-        let handle = r.handle();
-        let mut stubborn = Probe::new("stubborn", &log);
-        stubborn.close_on_drain = false;
-        r.add(stubborn).unwrap();
-        let runner = std::thread::spawn(move || r.run().unwrap());
+        let (handle, runner) = run_with_stubborn(Reactor::new().unwrap(), &log);
         let id = handle.add(Probe::new("polite", &log)).wait().into_result();
         assert!(id.is_ok());
         let (tx, rx) = std::sync::mpsc::channel();
@@ -814,12 +822,7 @@ mod tests {
     #[test]
     fn a_second_shorter_shutdown_request_forces_the_drain_now() {
         let log = std::sync::Arc::new(Log::default());
-        let mut r = Reactor::new().unwrap();
-        let handle = r.handle();
-        let mut stubborn = Probe::new("stubborn", &log);
-        stubborn.close_on_drain = false;
-        r.add(stubborn).unwrap();
-        let runner = std::thread::spawn(move || r.run().unwrap());
+        let (handle, runner) = run_with_stubborn(Reactor::new().unwrap(), &log);
         let first = handle.shutdown(Duration::from_secs(3600));
         while !log.0.lock().unwrap().iter().any(|e| e == "stubborn drain") {
             std::thread::yield_now(); // the drain has visibly begun
@@ -907,18 +910,14 @@ mod tests {
     #[test]
     fn a_handler_that_does_not_drain_is_closed_by_the_default_force() {
         let log = std::sync::Arc::new(Log::default());
-        let mut r = Reactor::builder()
+        let r = Reactor::builder()
             .config(Config {
                 linger: Duration::from_secs(3600),
                 ..Config::default()
             })
             .build()
             .unwrap();
-        let mut stubborn = Probe::new("stubborn", &log);
-        stubborn.close_on_drain = false;
-        r.add(stubborn).unwrap();
-        let handle = r.handle();
-        let runner = std::thread::spawn(move || r.run().unwrap());
+        let (handle, runner) = run_with_stubborn(r, &log);
         let report = handle
             .shutdown(Duration::ZERO)
             .wait_timeout(Duration::from_secs(60))
