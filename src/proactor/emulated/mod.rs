@@ -201,15 +201,15 @@ impl Loops {
         let attempt = connecting.canceller();
         c.on_cancel(move || attempt.cancel());
         connecting.on_complete(move |outcome| {
-            let result = match outcome {
-                act::Outcome::Cancelled(()) if c.is_cancelled() => return c.cancel(()),
-                outcome => match outcome.into_result() {
-                    Ok(stream) => loops
-                        .adopt_on(&handle, stream, peer)
-                        .map_err(|_| ConnectError::Shutdown),
-                    Err(act::Error::Failed(e)) => Err(e),
-                    Err(_) => Err(ConnectError::Shutdown),
-                },
+            if outcome.is_cancelled() && c.is_cancelled() {
+                return c.cancel(());
+            }
+            let result = match outcome.into_result() {
+                Ok(stream) => loops
+                    .adopt_on(&handle, stream, peer)
+                    .map_err(|_| ConnectError::Shutdown),
+                Err(act::Error::Failed(e)) => Err(e),
+                Err(_) => Err(ConnectError::Shutdown),
             };
             c.complete(result);
         });
