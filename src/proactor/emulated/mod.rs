@@ -201,7 +201,7 @@ impl Loops {
         let attempt = connecting.canceller();
         c.on_cancel(move || attempt.cancel());
         connecting.on_complete(move |outcome| {
-            if outcome.is_cancelled() && c.is_cancelled() {
+            if matches!(outcome, act::Outcome::Cancelled(())) && c.is_cancelled() {
                 return c.cancel(());
             }
             let result = match outcome.into_result() {
