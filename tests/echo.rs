@@ -423,7 +423,13 @@ fn sends_after_drain_began(model: Model) {
     let mut refused = false;
     for _ in 0..100_000 {
         match TcpStream::connect(addr) {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            // Refused, or reset by a listener that closed with this probe in its backlog.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                ) =>
+            {
                 refused = true;
                 break;
             }
